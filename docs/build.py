@@ -1,0 +1,134 @@
+"""Build the deeplab_nb documentation from the committed, executed notebooks, offline.
+
+    python docs/build.py site [--out _site]   # nbdev's notebook processing, then Sphinx + myst-nb -> _site/index.html
+    python docs/build.py readme               # README.md from nbs/index.ipynb (what `nbdev_readme` does with Quarto)
+
+nbdev's own `nbdev_docs` needs Quarto, which cannot be installed offline; users who have Quarto can still run it
+(nbs/_quarto.yml and nbs/nbdev.yml are kept). This script uses the same processing step (`nbdev.serve.proc_nbs`:
+directives, `show_doc` for every exported symbol, hidden cells removed) and hands the result to Sphinx instead.
+"""
+import json, re, shutil, sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WIDGET_MIME = 'application/vnd.jupyter.widget-view+json'
+WIDGET_NOTE = ('*Interactive widget: run this notebook in Jupyter to use it. '
+               'The static figure beside it shows the same idea on this page.*')
+
+
+def _md_cell(text): return {'cell_type': 'markdown', 'metadata': {}, 'source': text}
+
+
+def _yaml_front_matter(cell):
+    "The `{title, description}` of nbdev's front-matter raw cell, or None."
+    if cell['cell_type'] != 'raw': return None
+    src = ''.join(cell['source']).strip()
+    if not (src.startswith('---') and src.endswith('---')): return None
+    import yaml  # nbdev writes the front matter with yaml.dump, which folds long lines
+    return yaml.safe_load(src.strip('-')) or {}
+
+
+def process_notebooks(proc: Path):
+    "Run nbdev's processors over nbs/ into `proc` (no Quarto needed)."
+    import os
+    os.chdir(ROOT)
+    from nbdev.doclinks import _build_modidx
+    from nbdev.serve import proc_nbs
+    _build_modidx()
+    if proc.exists(): shutil.rmtree(proc)
+    proc_nbs(ROOT/'nbs', n_workers=0, force=True)
+    made = ROOT/'_proc'
+    if made.resolve() != proc.resolve(): shutil.move(str(made), proc)
+    return proc
+
+
+def chapter_order(proc: Path):
+    "Chapters in the order a reader learns them: the notebooks' numeric prefixes."
+    return sorted(p.stem for p in proc.glob('*.ipynb') if p.stem != 'index')
+
+
+def adapt_for_sphinx(nb_path: Path, chapters=None):
+    "Turn nbdev's Quarto-flavoured processed notebook into one myst-nb renders well."
+    nb = json.loads(nb_path.read_text())
+    cells = []
+    for cell in nb['cells']:
+        fm = _yaml_front_matter(cell)
+        if fm is not None:   # Quarto reads the title from YAML; Sphinx needs it as the page's first heading
+            text = f"# {fm.get('title', nb_path.stem)}\n"
+            if fm.get('description'): text += f"\n> {fm['description']}\n"
+            cells.append(_md_cell(text))
+            continue
+        if cell['cell_type'] == 'code':
+            outs = []
+            for o in cell.get('outputs', []):
+                data = o.get('data', {})
+                if WIDGET_MIME in data: outs.append({'output_type': 'display_data', 'metadata': {},
+                                                     'data': {'text/markdown': WIDGET_NOTE}})
+                else: outs.append(o)
+            cell['outputs'] = outs
+        cells.append(cell)
+    if chapters is not None:   # the navigation follows the notebook order
+        cells.append(_md_cell('```{toctree}\n:hidden:\n:maxdepth: 1\n\n' + '\n'.join(chapters) + '\n```\n'))
+    nb['cells'] = cells
+    nb.get('metadata', {}).pop('widgets', None)
+    nb_path.write_text(json.dumps(nb, indent=1))
+
+
+def build_site(out: Path = ROOT/'_site', proc: Path = ROOT/'_proc', quiet=True):
+    "Process the notebooks and render them with Sphinx; returns the folder holding index.html."
+    from sphinx.cmd.build import build_main
+    process_notebooks(proc)
+    chapters = chapter_order(proc)
+    for p in proc.glob('*.ipynb'): adapt_for_sphinx(p, chapters if p.stem == 'index' else None)
+    if out.exists(): shutil.rmtree(out)
+    args = ['-b', 'html', '-c', str(ROOT/'docs'), '-j', '1', str(proc), str(out)]
+    if quiet: args.insert(0, '-q')
+    rc = build_main(args)
+    if rc: raise SystemExit(f'sphinx-build failed with exit code {rc}')
+    return out
+
+
+def _outputs_md(cell):
+    parts = []
+    for o in cell.get('outputs', []):
+        if o['output_type'] == 'stream' and o.get('name') == 'stdout':
+            parts.append('```\n' + ''.join(o['text']).rstrip() + '\n```')
+        data = o.get('data', {})
+        if 'text/markdown' in data: parts.append(''.join(data['text/markdown']).rstrip())
+        elif 'text/plain' in data and not any(k.startswith('image/') for k in data):
+            parts.append('```\n' + ''.join(data['text/plain']).rstrip() + '\n```')
+    return parts
+
+
+def readme_text(proc: Path):
+    "GitHub-flavoured markdown of the processed index notebook."
+    nb = json.loads((proc/'index.ipynb').read_text())
+    parts = []
+    for cell in nb['cells']:
+        fm = _yaml_front_matter(cell)
+        if fm is not None:
+            parts.append(f"# {fm.get('title', 'index')}\n" + (f"\n> {fm['description']}" if fm.get('description') else ''))
+        elif cell['cell_type'] == 'markdown': parts.append(''.join(cell['source']).strip())
+        elif cell['cell_type'] == 'code':
+            src = ''.join(cell['source']).strip()
+            if src: parts.append('```python\n' + src + '\n```')
+            parts += _outputs_md(cell)
+    return '<!-- generated from nbs/index.ipynb by `python docs/build.py readme`: edit the notebook, not this file -->\n\n' \
+        + '\n\n'.join(p for p in parts if p) + '\n'
+
+
+def build_readme(proc: Path = ROOT/'_proc'):
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        text = readme_text(process_notebooks(Path(d)/'_proc'))
+    (ROOT/'README.md').write_text(text)
+    return text
+
+
+if __name__ == '__main__':
+    what = sys.argv[1] if len(sys.argv) > 1 else 'site'
+    if what == 'site':
+        out = Path(sys.argv[sys.argv.index('--out') + 1]) if '--out' in sys.argv else ROOT/'_site'
+        print(build_site(out.resolve(), quiet='--verbose' not in sys.argv)/'index.html')
+    elif what == 'readme': build_readme(); print(ROOT/'README.md')
+    else: raise SystemExit(f"unknown target {what!r}: use 'site' or 'readme'")
