@@ -13,10 +13,13 @@ from PIL import Image
 from torchvision import tv_tensors
 
 # %% auto #0
-__all__ = ['IGNORE_INDEX', 'VOC_CLASSES', 'VOC_PALETTE', 'VOID_COLOR', 'CONVERTIBLE_MODES', 'MASK_MODES', 'voc_colormap',
-           'colorize', 'overlay', 'read_image', 'read_index_mask', 'check_mask_values', 'check_same_size',
-           'SegmentationDataset', 'voc_dir', 'VOCSegmentation', 'read_sbd_mask', 'check_no_leak', 'train_aug_ids',
-           'sbd_dir', 'train_aug_files', 'fixture_sample', 'save_index_png', 'make_voc_fixture']
+__all__ = ['IGNORE_INDEX', 'VOC_CLASSES', 'VOC_PALETTE', 'VOID_COLOR', 'CONVERTIBLE_MODES', 'MASK_MODES', 'CityscapesLabel',
+           'CITYSCAPES_LABELS', 'CITYSCAPES_CLASSES', 'CITYSCAPES_PALETTE', 'IMAGE_SUFFIXES', 'DATASETS',
+           'voc_colormap', 'colorize', 'overlay', 'read_image', 'read_index_mask', 'check_mask_values',
+           'check_same_size', 'SegmentationDataset', 'fixture_sample', 'save_index_png', 'voc_dir', 'VOCSegmentation',
+           'make_voc_fixture', 'read_sbd_mask', 'check_no_leak', 'train_aug_ids', 'sbd_dir', 'train_aug_files',
+           'SBDSegmentation', 'save_sbd_mat', 'make_sbd_fixture', 'cityscapes_id_to_train_id', 'Cityscapes',
+           'make_cityscapes_fixture', 'FolderSegmentation', 'make_folder_fixture', 'build_dataset']
 
 # %% ../nbs/09_data.ipynb #acae49fd
 IGNORE_INDEX = 255  # the 'void' label: pixels that are neither trained on nor scored
@@ -75,7 +78,7 @@ def overlay(image, # (3, H, W) tensor (uint8 or float in [0, 1]) or (H, W, 3) ui
     weight = np.where(mask[..., None] == 0, alpha if background else 0., alpha)
     return (image * (1 - weight) + colors * weight).round().astype(np.uint8)
 
-# %% ../nbs/09_data.ipynb #28db4f3a
+# %% ../nbs/09_data.ipynb #5ee1d640
 CONVERTIBLE_MODES = ('L', 'P', 'CMYK', 'YCbCr')  # image modes converted to RGB (with a warning)
 
 def _open(path, what):
@@ -85,25 +88,25 @@ def _open(path, what):
     try:
         with Image.open(path) as im:
             im.load()
-            return im.copy() if im.mode != 'P' else im.copy()
+            return im.copy()
     except (OSError, SyntaxError, ValueError) as e:
         raise ValueError(f'{path}: cannot decode this {what} file ({type(e).__name__}: {e}); the file is corrupt or truncated: '
                          're-download / re-extract it, or drop its id from the split file') from None
 
-# %% ../nbs/09_data.ipynb #18223b79
+# %% ../nbs/09_data.ipynb #1e6cc48a
 def read_image(path, # an image file PIL can decode
               ) -> np.ndarray: # (H, W, 3) uint8
     "Read an RGB image; convert grayscale/palette/CMYK/YCbCr with a warning; refuse other modes."
     im = _open(path, 'image')
-    if im.mode == 'RGB': return np.asarray(im, np.uint8)
+    if im.mode == 'RGB': return np.array(im, np.uint8)
     if im.mode in CONVERTIBLE_MODES:
         warnings.warn(f'{path}: image mode {im.mode!r} converted to RGB (the dataset should hold RGB images)', stacklevel=2)
-        return np.asarray(im.convert('RGB'), np.uint8)
+        return np.array(im.convert('RGB'), np.uint8)
     raise ValueError(f'{path}: image mode {im.mode!r} is not supported (need 8-bit RGB; {", ".join(CONVERTIBLE_MODES)} are '
                      f'converted). Convert it yourself, deciding how (e.g. flatten the alpha channel onto a background), '
                      "e.g. PIL.Image.open(p).convert('RGB').save(p)")
 
-# %% ../nbs/09_data.ipynb #76cca6e8
+# %% ../nbs/09_data.ipynb #e4ad2408
 MASK_MODES = ('P', 'L', 'I', 'I;16')  # index-image modes: the pixel values are the labels
 
 def read_index_mask(path, # a PNG of class indices (palette 'P' or grayscale 'L')
@@ -114,7 +117,7 @@ def read_index_mask(path, # a PNG of class indices (palette 'P' or grayscale 'L'
         raise ValueError(f'{path}: mask mode {im.mode!r} is not an index image (need one of {MASK_MODES}). '
                          'A colour (RGB) mask must be turned into class indices first: save it as a palette PNG or '
                          "an 8-bit 'L' PNG whose pixel values are the class indices (255 = void)")
-    return np.asarray(im)
+    return np.array(im)
 
 # %% ../nbs/09_data.ipynb #a7591d8f
 def check_mask_values(mask:np.ndarray, # (H, W) integer labels
@@ -174,7 +177,43 @@ class SegmentationDataset(torch.utils.data.Dataset):
 
     def __repr__(self): return f'{type(self).__name__}({len(self)} items, {len(self.classes)} classes)'
 
-# %% ../nbs/09_data.ipynb #c4e6a658
+# %% ../nbs/09_data.ipynb #3f65f92f
+def fixture_sample(rng:np.random.Generator, # the random source
+                   size=(48, 64), # (H, W)
+                   labels=tuple(range(1, 21)), # labels the objects are drawn from (0 is the background)
+                   colors:np.ndarray=None, # (256, 3) colour per label for the image; VOC's colour map by default
+                   band:int=1, # half-width of the void (255) band along object boundaries; 0 for none
+                   num_objects:int=3, # ellipses per image
+                  ):
+    "A random `(image (H, W, 3) uint8, mask (H, W) uint8)` pair: ellipses of random labels, void band on their edges."
+    from scipy import ndimage
+    h, w = size
+    colors = voc_colormap() if colors is None else np.asarray(colors, np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    rows, cols = np.mgrid[:h, :w]
+    for _ in range(num_objects):
+        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        ry, rx = rng.uniform(0.15, 0.4) * h, rng.uniform(0.15, 0.4) * w
+        mask[((rows - cy) / ry) ** 2 + ((cols - cx) / rx) ** 2 <= 1] = rng.choice(labels)
+    image = colors[mask].astype(np.float32) * 0.7 + 40 + rng.normal(0, 12, (h, w, 3))
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    if band:
+        edges = ndimage.grey_dilation(mask, size=3) != ndimage.grey_erosion(mask, size=3)
+        mask[ndimage.binary_dilation(edges, iterations=band - 1) if band > 1 else edges] = IGNORE_INDEX
+    return image, mask
+
+# %% ../nbs/09_data.ipynb #ba9bc6bc
+def save_index_png(mask:np.ndarray, # (H, W) uint8 indices
+                   path, # where to write
+                   palette:np.ndarray=None, # (n, 3) colour table stored in the file; VOC's 256 colours by default
+                  ):
+    "Write an index mask as a palette ('P') PNG, the way VOC stores its annotations."
+    im = Image.fromarray(np.asarray(mask, np.uint8), mode='P')
+    im.putpalette((voc_colormap() if palette is None else np.asarray(palette, np.uint8)).ravel().tolist())
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    im.save(path)
+
+# %% ../nbs/09_data.ipynb #7047ede3
 def _read_split(split_file:Path) -> list:
     "The ids listed in a split file, one per line (blank lines skipped)."
     ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
@@ -201,7 +240,7 @@ def voc_dir(root) -> Path:
         raise FileNotFoundError(f'{root}: no VOCdevkit/VOC2012 inside{hint}: pass the folder that contains VOCdevkit/')
     return voc
 
-# %% ../nbs/09_data.ipynb #ebbd4a21
+# %% ../nbs/09_data.ipynb #af4d9192
 class VOCSegmentation(SegmentationDataset):
     "PASCAL VOC 2012 segmentation, read from its own layout; `split='train_aug'` adds SBD (needs `sbd_root`)."
     def __init__(self,
@@ -230,7 +269,28 @@ class VOCSegmentation(SegmentationDataset):
     def load_mask(self, i):
         return read_sbd_mask(self.masks[i]) if self.masks[i].suffix == '.mat' else read_index_mask(self.masks[i])
 
-# %% ../nbs/09_data.ipynb #5b2df1c1
+# %% ../nbs/09_data.ipynb #7cd49547
+def make_voc_fixture(root, # folder to create VOCdevkit/VOC2012 in
+                     splits:dict=None, # {split: [ids]}; default 3 train + 2 val ids
+                     size=(48, 64), # (H, W) of every image, or a callable rng -> (H, W)
+                     seed:int=0, # the random seed
+                     band:int=1, # void band half-width
+                    ) -> Path: # root
+    "Write a small PASCAL VOC 2012 tree: JPEGImages/*.jpg, SegmentationClass/*.png (palette), ImageSets/Segmentation/*.txt."
+    splits = splits or {'train': ['2007_000001', '2007_000002', '2008_000003'], 'val': ['2007_000010', '2009_000011']}
+    voc, rng = Path(root)/'VOCdevkit'/'VOC2012', np.random.default_rng(seed)
+    for sub in ('JPEGImages', 'SegmentationClass', 'ImageSets/Segmentation'): (voc/sub).mkdir(parents=True, exist_ok=True)
+    all_ids = list(dict.fromkeys(i for ids in splits.values() for i in ids))
+    for i in all_ids:
+        image, mask = fixture_sample(rng, size(rng) if callable(size) else size, band=band)
+        Image.fromarray(image).save(voc/'JPEGImages'/f'{i}.jpg', quality=95)
+        save_index_png(mask, voc/'SegmentationClass'/f'{i}.png')
+    for split, ids in splits.items(): (voc/'ImageSets'/'Segmentation'/f'{split}.txt').write_text(''.join(f'{i}\n' for i in ids))
+    if 'train' in splits and 'val' in splits and 'trainval' not in splits:
+        (voc/'ImageSets'/'Segmentation'/'trainval.txt').write_text(''.join(f'{i}\n' for i in splits['train'] + splits['val']))
+    return Path(root)
+
+# %% ../nbs/09_data.ipynb #eca66a26
 def read_sbd_mask(path, # an SBD `cls/<id>.mat` file
                  ) -> np.ndarray: # (H, W) uint8 class indices
     "Read `GTcls.Segmentation` from an SBD class annotation (.mat) with scipy."
@@ -245,7 +305,7 @@ def read_sbd_mask(path, # an SBD `cls/<id>.mat` file
         raise ValueError(f'{path}: not an SBD class annotation (no struct GTcls with field Segmentation): '
                          'use the files from SBD\'s cls/ folder (not inst/)') from None
 
-# %% ../nbs/09_data.ipynb #477d84dc
+# %% ../nbs/09_data.ipynb #f80542a5
 def check_no_leak(train_ids, # ids used for training
                   val_ids, # ids held out for evaluation
                   what:str='train', # name of the training split, for the message
@@ -264,12 +324,13 @@ def train_aug_ids(voc_train, # VOC 2012 train ids
     check_no_leak(ids, voc_val, 'train_aug')
     return ids
 
-# %% ../nbs/09_data.ipynb #51a0ac19
+# %% ../nbs/09_data.ipynb #54cf591d
 def sbd_dir(sbd_root) -> Path:
     "Check SBD's `dataset` folder (cls/, train.txt, val.txt) and return it."
     sbd = Path(sbd_root)
     if not sbd.exists(): raise FileNotFoundError(f'{sbd}: SBD root does not exist: pass SBD\'s benchmark_RELEASE/dataset folder (with cls/, img/, train.txt, val.txt)')
-    if not (sbd/'cls').is_dir() and (sbd/'dataset'/'cls').is_dir(): sbd = sbd/'dataset'
+    for inner in (sbd/'dataset', sbd/'benchmark_RELEASE'/'dataset'):  # accept the archive's outer folders too
+        if not (sbd/'cls').is_dir() and (inner/'cls').is_dir(): sbd = inner
     for need in ('cls', 'train.txt', 'val.txt'):
         if not (sbd/need).exists(): raise FileNotFoundError(f'{sbd}: no {need} inside: pass SBD\'s benchmark_RELEASE/dataset folder (with cls/, img/, train.txt, val.txt)')
     return sbd
@@ -291,59 +352,234 @@ def train_aug_files(voc, # the VOCdevkit/VOC2012 folder
     _check_files(masks, f'train_aug ({sbd/"train.txt"} + {sbd/"val.txt"})', 'annotations')
     return ids, images, masks
 
-# %% ../nbs/09_data.ipynb #43a47c94
-def fixture_sample(rng:np.random.Generator, # the random source
-                   size=(48, 64), # (H, W)
-                   labels=tuple(range(1, 21)), # labels the objects are drawn from (0 is the background)
-                   colors:np.ndarray=None, # (256, 3) colour per label for the image; VOC's colour map by default
-                   band:int=1, # half-width of the void (255) band along object boundaries; 0 for none
-                   num_objects:int=3, # ellipses per image
-                  ):
-    "A random `(image (H, W, 3) uint8, mask (H, W) uint8)` pair: ellipses of random labels, void band on their edges."
+# %% ../nbs/09_data.ipynb #fd227483
+class SBDSegmentation(SegmentationDataset):
+    "The Semantic Boundaries Dataset on its own: `img/<id>.jpg` with `cls/<id>.mat`, split by `train.txt` / `val.txt`."
+    def __init__(self,
+                 root, # SBD's dataset folder (benchmark_RELEASE/dataset), or the folder containing it
+                 split:str='train', # 'train' or 'val'
+                 classes:list=None, # VOC's 21 by default
+                 palette:np.ndarray=None, # (C, 3) colours; VOC's colour map by default
+                 transforms=None, # callable (image, mask) -> (image, mask)
+                ):
+        self.root, self.split, sbd = Path(root), split, sbd_dir(root)
+        if split not in ('train', 'val'): raise ValueError(f"SBD split {split!r}: use 'train' or 'val' (or VOCSegmentation(..., split='train_aug'))")
+        ids = _read_split(sbd/f'{split}.txt')
+        images, masks = [sbd/'img'/f'{i}.jpg' for i in ids], [sbd/'cls'/f'{i}.mat' for i in ids]
+        _check_files(images, sbd/f'{split}.txt', 'images'); _check_files(masks, sbd/f'{split}.txt', 'annotations')
+        super().__init__(ids, images, masks, VOC_CLASSES if classes is None else classes, palette, transforms)
+
+    def load_mask(self, i): return read_sbd_mask(self.masks[i])
+
+# %% ../nbs/09_data.ipynb #f1abd258
+def save_sbd_mat(mask:np.ndarray, # (H, W) class indices (SBD has no void band)
+                 path, # where to write the .mat
+                ):
+    "Write a mask as an SBD `cls` file: struct `GTcls` with `Segmentation`, `Boundaries`, `CategoriesPresent`."
+    import scipy.io, scipy.sparse
     from scipy import ndimage
-    h, w = size
-    colors = voc_colormap() if colors is None else np.asarray(colors, np.uint8)
-    mask = np.zeros((h, w), np.uint8)
-    rows, cols = np.mgrid[:h, :w]
-    for _ in range(num_objects):
-        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
-        ry, rx = rng.uniform(0.15, 0.4) * h, rng.uniform(0.15, 0.4) * w
-        mask[((rows - cy) / ry) ** 2 + ((cols - cx) / rx) ** 2 <= 1] = rng.choice(labels)
-    image = colors[mask].astype(np.float32) * 0.7 + 40 + rng.normal(0, 12, (h, w, 3))
-    image = np.clip(image, 0, 255).astype(np.uint8)
-    if band:
-        edges = ndimage.grey_dilation(mask, size=3) != ndimage.grey_erosion(mask, size=3)
-        mask[ndimage.binary_dilation(edges, iterations=band - 1) if band > 1 else edges] = IGNORE_INDEX
-    return image, mask
-
-# %% ../nbs/09_data.ipynb #73e6d893
-def save_index_png(mask:np.ndarray, # (H, W) uint8 indices
-                   path, # where to write
-                   palette:np.ndarray=None, # (n, 3) colour table stored in the file; VOC's 256 colours by default
-                  ):
-    "Write an index mask as a palette ('P') PNG, the way VOC stores its annotations."
-    im = Image.fromarray(np.asarray(mask, np.uint8), mode='P')
-    im.putpalette((voc_colormap() if palette is None else np.asarray(palette, np.uint8)).ravel().tolist())
+    mask = np.asarray(mask, np.uint8)
+    present = np.array([c for c in np.unique(mask) if c != 0], np.uint8)
+    boundaries = np.empty((20, 1), dtype=object)
+    for c in range(1, 21):
+        region = mask == c
+        boundaries[c - 1, 0] = scipy.sparse.csc_matrix(region & ~ndimage.binary_erosion(region))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    im.save(path)
+    scipy.io.savemat(path, {'GTcls': {'Segmentation': mask, 'Boundaries': boundaries, 'CategoriesPresent': present}})
 
-# %% ../nbs/09_data.ipynb #88850497
-def make_voc_fixture(root, # folder to create VOCdevkit/VOC2012 in
-                     splits:dict=None, # {split: [ids]}; default 3 train + 2 val ids
-                     size=(48, 64), # (H, W) of every image, or a callable rng -> (H, W)
-                     seed:int=0, # the random seed
-                     band:int=1, # void band half-width
-                    ) -> Path: # root
-    "Write a small PASCAL VOC 2012 tree: JPEGImages/*.jpg, SegmentationClass/*.png (palette), ImageSets/Segmentation/*.txt."
-    splits = splits or {'train': ['2007_000001', '2007_000002', '2008_000003'], 'val': ['2007_000010', '2009_000011']}
-    voc, rng = Path(root)/'VOCdevkit'/'VOC2012', np.random.default_rng(seed)
-    for sub in ('JPEGImages', 'SegmentationClass', 'ImageSets/Segmentation'): (voc/sub).mkdir(parents=True, exist_ok=True)
-    all_ids = list(dict.fromkeys(i for ids in splits.values() for i in ids))
-    for i in all_ids:
-        image, mask = fixture_sample(rng, size(rng) if callable(size) else size, band=band)
-        Image.fromarray(image).save(voc/'JPEGImages'/f'{i}.jpg', quality=95)
-        save_index_png(mask, voc/'SegmentationClass'/f'{i}.png')
-    for split, ids in splits.items(): (voc/'ImageSets'/'Segmentation'/f'{split}.txt').write_text(''.join(f'{i}\n' for i in ids))
-    if 'train' in splits and 'val' in splits and 'trainval' not in splits:
-        (voc/'ImageSets'/'Segmentation'/'trainval.txt').write_text(''.join(f'{i}\n' for i in splits['train'] + splits['val']))
-    return Path(root)
+def make_sbd_fixture(root, # folder to create benchmark_RELEASE/dataset in
+                     splits:dict=None, # {'train': [ids], 'val': [ids]}
+                     size=(48, 64), # (H, W)
+                     seed:int=1, # the random seed
+                    ) -> Path: # the dataset folder (pass it as sbd_root)
+    "Write a small SBD tree: benchmark_RELEASE/dataset/{img/*.jpg, cls/*.mat, train.txt, val.txt}."
+    splits = splits or {'train': ['2007_000002', '2008_000100', '2007_000010'], 'val': ['2008_000200', '2009_000300']}
+    sbd, rng = Path(root)/'benchmark_RELEASE'/'dataset', np.random.default_rng(seed)
+    (sbd/'img').mkdir(parents=True, exist_ok=True)
+    for i in dict.fromkeys(i for ids in splits.values() for i in ids):
+        image, mask = fixture_sample(rng, size, band=0)
+        Image.fromarray(image).save(sbd/'img'/f'{i}.jpg', quality=95)
+        save_sbd_mat(mask, sbd/'cls'/f'{i}.mat')
+    for split, ids in splits.items(): (sbd/f'{split}.txt').write_text(''.join(f'{i}\n' for i in ids))
+    return sbd
+
+# %% ../nbs/09_data.ipynb #0950e562
+from collections import namedtuple
+CityscapesLabel = namedtuple('CityscapesLabel', 'name id train_id category category_id has_instances ignore_in_eval color')
+
+CITYSCAPES_LABELS = [  # cityscapesscripts/helpers/labels.py, verbatim (trainId 255 = not trained on, ignored)
+    #                name                   id  trainId  category        catId  hasInstances  ignoreInEval  color
+    CityscapesLabel('unlabeled',              0, 255, 'void',          0, False, True,  (  0,   0,   0)),
+    CityscapesLabel('ego vehicle',            1, 255, 'void',          0, False, True,  (  0,   0,   0)),
+    CityscapesLabel('rectification border',   2, 255, 'void',          0, False, True,  (  0,   0,   0)),
+    CityscapesLabel('out of roi',             3, 255, 'void',          0, False, True,  (  0,   0,   0)),
+    CityscapesLabel('static',                 4, 255, 'void',          0, False, True,  (  0,   0,   0)),
+    CityscapesLabel('dynamic',                5, 255, 'void',          0, False, True,  (111,  74,   0)),
+    CityscapesLabel('ground',                 6, 255, 'void',          0, False, True,  ( 81,   0,  81)),
+    CityscapesLabel('road',                   7,   0, 'flat',          1, False, False, (128,  64, 128)),
+    CityscapesLabel('sidewalk',               8,   1, 'flat',          1, False, False, (244,  35, 232)),
+    CityscapesLabel('parking',                9, 255, 'flat',          1, False, True,  (250, 170, 160)),
+    CityscapesLabel('rail track',            10, 255, 'flat',          1, False, True,  (230, 150, 140)),
+    CityscapesLabel('building',              11,   2, 'construction',  2, False, False, ( 70,  70,  70)),
+    CityscapesLabel('wall',                  12,   3, 'construction',  2, False, False, (102, 102, 156)),
+    CityscapesLabel('fence',                 13,   4, 'construction',  2, False, False, (190, 153, 153)),
+    CityscapesLabel('guard rail',            14, 255, 'construction',  2, False, True,  (180, 165, 180)),
+    CityscapesLabel('bridge',                15, 255, 'construction',  2, False, True,  (150, 100, 100)),
+    CityscapesLabel('tunnel',                16, 255, 'construction',  2, False, True,  (150, 120,  90)),
+    CityscapesLabel('pole',                  17,   5, 'object',        3, False, False, (153, 153, 153)),
+    CityscapesLabel('polegroup',             18, 255, 'object',        3, False, True,  (153, 153, 153)),
+    CityscapesLabel('traffic light',         19,   6, 'object',        3, False, False, (250, 170,  30)),
+    CityscapesLabel('traffic sign',          20,   7, 'object',        3, False, False, (220, 220,   0)),
+    CityscapesLabel('vegetation',            21,   8, 'nature',        4, False, False, (107, 142,  35)),
+    CityscapesLabel('terrain',               22,   9, 'nature',        4, False, False, (152, 251, 152)),
+    CityscapesLabel('sky',                   23,  10, 'sky',           5, False, False, ( 70, 130, 180)),
+    CityscapesLabel('person',                24,  11, 'human',         6, True,  False, (220,  20,  60)),
+    CityscapesLabel('rider',                 25,  12, 'human',         6, True,  False, (255,   0,   0)),
+    CityscapesLabel('car',                   26,  13, 'vehicle',       7, True,  False, (  0,   0, 142)),
+    CityscapesLabel('truck',                 27,  14, 'vehicle',       7, True,  False, (  0,   0,  70)),
+    CityscapesLabel('bus',                   28,  15, 'vehicle',       7, True,  False, (  0,  60, 100)),
+    CityscapesLabel('caravan',               29, 255, 'vehicle',       7, True,  True,  (  0,   0,  90)),
+    CityscapesLabel('trailer',               30, 255, 'vehicle',       7, True,  True,  (  0,   0, 110)),
+    CityscapesLabel('train',                 31,  16, 'vehicle',       7, True,  False, (  0,  80, 100)),
+    CityscapesLabel('motorcycle',            32,  17, 'vehicle',       7, True,  False, (  0,   0, 230)),
+    CityscapesLabel('bicycle',               33,  18, 'vehicle',       7, True,  False, (119,  11,  32)),
+    CityscapesLabel('license plate',         -1,  -1, 'vehicle',       7, False, True,  (  0,   0, 142)),
+]
+
+# %% ../nbs/09_data.ipynb #58b0cc5f
+_TRAINED = sorted((l for l in CITYSCAPES_LABELS if 0 <= l.train_id < IGNORE_INDEX), key=lambda l: l.train_id)
+CITYSCAPES_CLASSES = [l.name for l in _TRAINED]  # the 19 training classes, in trainId order
+CITYSCAPES_PALETTE = np.array([l.color for l in _TRAINED], np.uint8)  # (19, 3)
+
+def cityscapes_id_to_train_id() -> np.ndarray: # (256,) uint8 lookup table; ids outside the table map to 255
+    "The official id -> trainId table as a lookup array (255 for ids that are not trained on)."
+    table = np.full(256, IGNORE_INDEX, np.uint8)
+    for label in CITYSCAPES_LABELS:
+        if label.id >= 0: table[label.id] = label.train_id if 0 <= label.train_id < IGNORE_INDEX else IGNORE_INDEX
+    return table
+
+# %% ../nbs/09_data.ipynb #fb3cab3a
+class Cityscapes(SegmentationDataset):
+    "Cityscapes fine annotations: leftImg8bit + gtFine `labelIds`, mapped to the 19 training classes (others 255)."
+    def __init__(self,
+                 root, # the folder containing leftImg8bit/ and gtFine/
+                 split:str='train', # 'train', 'val' or 'test'
+                 transforms=None, # callable (image, mask) -> (image, mask)
+                ):
+        self.root, self.split = Path(root), split
+        if not self.root.exists(): raise FileNotFoundError(f'{self.root}: dataset root does not exist: pass the folder that contains leftImg8bit/ and gtFine/')
+        image_dir = self.root/'leftImg8bit'/split
+        if not image_dir.is_dir():
+            have = sorted(p.name for p in (self.root/'leftImg8bit').glob('*') if p.is_dir())
+            raise FileNotFoundError(f'{image_dir}: no such folder: pass the folder that contains leftImg8bit/ and gtFine/ '
+                                    f'(leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip extracted there); splits found: {have}')
+        images = sorted(image_dir.glob('*/*_leftImg8bit.png'))
+        if not images: raise FileNotFoundError(f'{image_dir}: no <city>/*_leftImg8bit.png files: re-extract leftImg8bit_trainvaltest.zip')
+        stems = [p.name[:-len('_leftImg8bit.png')] for p in images]
+        masks = [self.root/'gtFine'/split/p.parent.name/f'{s}_gtFine_labelIds.png' for p, s in zip(images, stems)]
+        _check_files(masks, image_dir, 'images without a gtFine labelIds file (extract gtFine_trainvaltest.zip);')
+        self.id_to_train_id = cityscapes_id_to_train_id()
+        super().__init__([f'{p.parent.name}/{s}' for p, s in zip(images, stems)], images, masks,
+                         CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, transforms)
+
+    def load_mask(self, i):
+        "Read the raw label ids, check them against the official table, and map them to trainIds."
+        ids = read_index_mask(self.masks[i])
+        unknown = np.setdiff1d(np.unique(ids), [l.id for l in CITYSCAPES_LABELS if l.id >= 0])
+        if len(unknown): raise ValueError(f'{self.masks[i]}: label ids {unknown[:10].tolist()} are not in the Cityscapes table (0..33): '
+                                          'this is not a *_gtFine_labelIds.png file (trainIds / color / instanceIds?): use the labelIds files')
+        return self.id_to_train_id[ids]
+
+# %% ../nbs/09_data.ipynb #9e689d3c
+def make_cityscapes_fixture(root, # folder to create leftImg8bit/ and gtFine/ in
+                            splits:dict=None, # {split: {city: number of frames}}
+                            size=(32, 64), # (H, W); the real frames are 1024x2048
+                            seed:int=2, # the random seed
+                           ) -> Path: # root
+    "Write a small Cityscapes tree: leftImg8bit/{split}/{city}/*_leftImg8bit.png + gtFine/... labelIds and color PNGs."
+    splits = splits or {'train': {'aachen': 2, 'bochum': 1}, 'val': {'frankfurt': 2}}
+    root, rng = Path(root), np.random.default_rng(seed)
+    colors = np.zeros((256, 3), np.uint8)
+    for label in CITYSCAPES_LABELS:
+        if label.id >= 0: colors[label.id] = label.color
+    for split, cities in splits.items():
+        for city, frames in cities.items():
+            (root/'leftImg8bit'/split/city).mkdir(parents=True, exist_ok=True); (root/'gtFine'/split/city).mkdir(parents=True, exist_ok=True)
+            for frame in range(frames):
+                stem = f'{city}_{frame:06d}_{19 + frame:06d}'
+                image, ids = fixture_sample(rng, size, labels=tuple(range(34)), colors=colors, band=0, num_objects=5)
+                ids[ids == 0] = 7  # 'road' rather than 'unlabeled' under the objects
+                ids[-max(1, size[0] // 8):] = 1  # the 'ego vehicle' bonnet along the bottom (id 1, not trained on)
+                Image.fromarray(image).save(root/'leftImg8bit'/split/city/f'{stem}_leftImg8bit.png')
+                Image.fromarray(ids, mode='L').save(root/'gtFine'/split/city/f'{stem}_gtFine_labelIds.png')
+                Image.fromarray(colors[ids]).save(root/'gtFine'/split/city/f'{stem}_gtFine_color.png')
+    return root
+
+# %% ../nbs/09_data.ipynb #b2e00c51
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp')
+
+class FolderSegmentation(SegmentationDataset):
+    "A folder of images and a folder of index masks with the same file stems."
+    def __init__(self,
+                 images_dir, # folder of images
+                 masks_dir, # folder of <stem>.png index masks
+                 classes:list, # class names (labels are their indices; 255 = void)
+                 palette:np.ndarray=None, # (C, 3) colours; VOC's colour map by default
+                 transforms=None, # callable (image, mask) -> (image, mask)
+                ):
+        images_dir, masks_dir = Path(images_dir), Path(masks_dir)
+        for folder in (images_dir, masks_dir):
+            if not folder.is_dir(): raise FileNotFoundError(f'{folder}: no such folder: pass the folders of your images and of your masks')
+        images = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images: raise FileNotFoundError(f'{images_dir}: no images ({", ".join(IMAGE_SUFFIXES)}) in this folder')
+        stems = [p.stem for p in images]
+        if len(set(stems)) != len(stems):
+            twice = sorted({s for s in stems if stems.count(s) > 1})
+            raise ValueError(f'{images_dir}: several images share the stem(s) {twice[:5]}: keep one file per name')
+        masks = {p.stem: p for p in masks_dir.glob('*.png')}
+        no_mask, no_image = [s for s in stems if s not in masks], sorted(set(masks) - set(stems))
+        if no_mask: raise FileNotFoundError(f'{masks_dir}: no <stem>.png mask for {len(no_mask)} images, e.g. {no_mask[:3]}: add them or remove those images')
+        if no_image: raise FileNotFoundError(f'{images_dir}: no image for {len(no_image)} masks, e.g. {no_image[:3]}: add them or remove those masks')
+        self.root = images_dir
+        super().__init__(stems, images, [masks[s] for s in stems], classes, palette, transforms)
+
+# %% ../nbs/09_data.ipynb #7a1d8fc2
+def make_folder_fixture(root, # folder to create images/ and masks/ in
+                        n:int=4, # number of pairs
+                        num_classes:int=3, # labels 0..num_classes-1 (plus a void band)
+                        size=(40, 56), # (H, W)
+                        seed:int=3, # the random seed
+                       ) -> Path: # root
+    "Write `images/<stem>.png` and `masks/<stem>.png` (8-bit 'L' index masks) for FolderSegmentation."
+    root, rng = Path(root), np.random.default_rng(seed)
+    (root/'images').mkdir(parents=True, exist_ok=True); (root/'masks').mkdir(parents=True, exist_ok=True)
+    for k in range(n):
+        image, mask = fixture_sample(rng, size, labels=tuple(range(1, num_classes)))
+        Image.fromarray(image).save(root/'images'/f'sample_{k:03d}.png')
+        Image.fromarray(mask, mode='L').save(root/'masks'/f'sample_{k:03d}.png')
+    return root
+
+# %% ../nbs/09_data.ipynb #7358fbb7
+def _synthetic(root, split, **kwargs):
+    "The bundled synthetic dataset (VOC layout) with its own classes."
+    from deeplab_nb.synthetic import SYNTHETIC_CLASSES, synthetic_root  # here, not at the top: synthetic builds on this module
+    return VOCSegmentation(synthetic_root() if root is None else root, split,
+                           classes=kwargs.pop('classes', SYNTHETIC_CLASSES), **kwargs)
+
+DATASETS = {
+    'voc': VOCSegmentation,
+    'sbd': SBDSegmentation,
+    'cityscapes': Cityscapes,
+    'folder': lambda root, split, **kwargs: FolderSegmentation(Path(root)/'images'/split, Path(root)/'masks'/split, **kwargs),
+    'synthetic': _synthetic,
+}
+
+def build_dataset(name:str, # one of DATASETS: 'voc', 'sbd', 'cityscapes', 'folder', 'synthetic'
+                  root=None, # the dataset's root folder (see each class)
+                  split:str='train', # the split ('train_aug' for VOC + SBD: pass sbd_root=...)
+                  **kwargs, # passed on: transforms, classes, sbd_root, palette
+                 ) -> SegmentationDataset:
+    "Build a dataset by name, the way the command-line tools do."
+    if name not in DATASETS: raise ValueError(f'unknown dataset {name!r}: use one of {sorted(DATASETS)}')
+    if root is None and name != 'synthetic': raise ValueError(f'dataset {name!r} needs root=<its folder>')
+    return DATASETS[name](root, split, **kwargs)
