@@ -1,6 +1,6 @@
 """Build the deeplab_nb documentation from the committed, executed notebooks, offline.
 
-    python docs/build.py site [--out _site]   # nbdev's notebook processing, then Sphinx + myst-nb -> _site/index.html
+    python docs/build.py site [--out _site/html]  # nbdev's processing, then Sphinx + myst-nb -> _site/html/index.html
     python docs/build.py readme               # README.md from nbs/index.ipynb (what `nbdev_readme` does with Quarto)
 
 nbdev's own `nbdev_docs` needs Quarto, which cannot be installed offline; users who have Quarto can still run it
@@ -74,8 +74,9 @@ def adapt_for_sphinx(nb_path: Path, chapters=None):
     nb_path.write_text(json.dumps(nb, indent=1))
 
 
-def build_site(out: Path = ROOT/'_site', proc: Path = ROOT/'_proc', quiet=True):
+def build_site(out: Path = ROOT/'_site'/'html', proc: Path = ROOT/'_proc', quiet=True):
     "Process the notebooks and render them with Sphinx; returns the folder holding index.html."
+    # (myst-nb writes the outputs it extracts to `jupyter_execute/` beside `out`, so `out` sits one level down)
     from sphinx.cmd.build import build_main
     process_notebooks(proc)
     chapters = chapter_order(proc)
@@ -128,7 +129,7 @@ def build_readme(proc: Path = ROOT/'_proc'):
 if __name__ == '__main__':
     what = sys.argv[1] if len(sys.argv) > 1 else 'site'
     if what == 'site':
-        out = Path(sys.argv[sys.argv.index('--out') + 1]) if '--out' in sys.argv else ROOT/'_site'
+        out = Path(sys.argv[sys.argv.index('--out') + 1]) if '--out' in sys.argv else ROOT/'_site'/'html'
         print(build_site(out.resolve(), quiet='--verbose' not in sys.argv)/'index.html')
     elif what == 'readme': build_readme(); print(ROOT/'README.md')
     else: raise SystemExit(f"unknown target {what!r}: use 'site' or 'readme'")
