@@ -99,3 +99,12 @@ def test_augmentation_with_workers_is_seeded_and_distinct(tmp_path):
     first, again = epoch(0), epoch(0)
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     assert len({tuple(img.flatten()[:200].tolist()) for img in first}) > 1  # not the same crop four times
+
+
+def test_build_dataset_synthetic_reads_the_bundled_copy():
+    "The CLI's name 'synthetic' gives the bundled VOC-layout dataset with its own classes (chapter 11)."
+    synthetic = pytest.importorskip('deeplab_nb.synthetic')
+    ds = build_dataset('synthetic', None, 'val')
+    assert ds.classes == synthetic.SYNTHETIC_CLASSES and ds.root == synthetic.synthetic_root()
+    image, mask = ds[0]
+    assert image.dtype == torch.uint8 and mask.dtype == torch.int64 and image.shape[1:] == mask.shape
