@@ -6,8 +6,9 @@
 __all__ = ['OUTPUT_STRIDES', 'atrous_conv2d', 'effective_kernel_size', 'receptive_field', 'fixed_padding', 'scale_dimension',
            'check_output_stride', 'atrous_schedule', 'set_atrous']
 
-# %% ../nbs/01_atrous.ipynb #b5b0347c
+# %% ../nbs/01_atrous.ipynb #634bc76c
 import math
+import numbers
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -71,7 +72,7 @@ def receptive_field(layers) -> int: # layers: [(kernel_size, stride, rate), ...]
         step *= stride
     return field
 
-# %% ../nbs/01_atrous.ipynb #d1395d1c
+# %% ../nbs/01_atrous.ipynb #af440a17
 def fixed_padding(kernel_size:int, # k
                   rate:int=1,      # atrous rate r
                  ) -> tuple:       # (pad_beg, pad_end), the zeros added before and after along one axis
@@ -80,29 +81,33 @@ def fixed_padding(kernel_size:int, # k
     pad_beg = pad_total // 2
     return pad_beg, pad_total - pad_beg
 
-# %% ../nbs/01_atrous.ipynb #a5bcef83
+# %% ../nbs/01_atrous.ipynb #a5020dda
 def scale_dimension(dim:int,     # a size in pixels
                     scale:float, # the scale, e.g. 0.5 or 1/output_stride
                    ) -> int:
     "The official code's size rule: `int((dim - 1) * scale + 1)`, which keeps $k \\cdot OS + 1$ sizes aligned."
     return int((dim - 1) * scale + 1)
 
-# %% ../nbs/01_atrous.ipynb #f17ddeab
+# %% ../nbs/01_atrous.ipynb #2775afda
 OUTPUT_STRIDES = (8, 16, 32)
 
-# %% ../nbs/01_atrous.ipynb #62038254
+# %% ../nbs/01_atrous.ipynb #3cba832d
 def check_output_stride(output_stride) -> int:
     "`output_stride` if the backbones support it (8, 16 or 32), else a ValueError naming the allowed values."
-    if isinstance(output_stride, bool) or output_stride not in OUTPUT_STRIDES:
+    if isinstance(output_stride, bool) or not isinstance(output_stride, numbers.Integral) or output_stride not in OUTPUT_STRIDES:
         raise ValueError(f"output_stride={output_stride!r} is not supported: use one of "
                          f"{', '.join(map(str, OUTPUT_STRIDES))} (16 for training, 8 for the denser evaluation)")
     return int(output_stride)
 
-# %% ../nbs/01_atrous.ipynb #702006c8
+# %% ../nbs/01_atrous.ipynb #ba52a3ee
 def atrous_schedule(unit_strides,      # the stride of each unit, in order, as the network was designed (product: its output stride)
                     output_stride:int, # the wanted output stride
                    ) -> list:          # [(stride, rate), ...], one pair per unit
     "The official `stack_blocks_dense` rule: strides after `output_stride` is reached become atrous rates."
+    if not all(isinstance(s, numbers.Integral) and s >= 1 for s in unit_strides):
+        raise ValueError(f"unit_strides={list(unit_strides)} must be positive ints")
+    if isinstance(output_stride, bool) or not isinstance(output_stride, numbers.Integral) or output_stride < 1:
+        raise ValueError(f"output_stride={output_stride!r} must be a positive int, e.g. one of {OUTPUT_STRIDES}")
     current_stride, rate, schedule = 1, 1, []
     for unit_stride in unit_strides:
         if current_stride > output_stride:
@@ -117,7 +122,7 @@ def atrous_schedule(unit_strides,      # the stride of each unit, in order, as t
         raise ValueError(f"output_stride={output_stride} cannot be reached: the strides {list(unit_strides)} multiply to {current_stride}")
     return schedule
 
-# %% ../nbs/01_atrous.ipynb #415d1571
+# %% ../nbs/01_atrous.ipynb #f6a3be7b
 def set_atrous(conv:nn.Conv2d, # an existing convolution (odd kernel), changed in place
                stride:int,     # its new stride
                rate:int,       # its new atrous rate (dilation)
@@ -126,6 +131,8 @@ def set_atrous(conv:nn.Conv2d, # an existing convolution (odd kernel), changed i
     kernel_h, kernel_w = conv.kernel_size
     if kernel_h % 2 == 0 or kernel_w % 2 == 0:
         raise ValueError(f"set_atrous needs an odd kernel, got {conv.kernel_size}: pad even kernels explicitly with fixed_padding")
+    if conv.padding_mode != 'zeros':
+        raise ValueError(f"set_atrous needs padding_mode='zeros' (the official zero padding), got {conv.padding_mode!r}")
     if not (isinstance(stride, int) and stride >= 1 and isinstance(rate, int) and rate >= 1):
         raise ValueError(f"stride={stride!r} and rate={rate!r} must be positive ints")
     conv.stride, conv.dilation = (stride, stride), (rate, rate)
