@@ -13,15 +13,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# %% ../nbs/01_atrous.ipynb #dce1e50f
+# %% ../nbs/01_atrous.ipynb #f94ba577
+def _is_int(value, minimum=1):
+    "Whether `value` is an int (not a bool) of at least `minimum`: nothing is silently rounded."
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
+
 def _pair(value, name):
     "`value` as an (height, width) pair of non-negative ints; a clear error otherwise."
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and v >= 0 for v in pair):
+    pair = (value, value) if _is_int(value, 0) else tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    if len(pair) != 2 or not all(_is_int(v, 0) for v in pair):
         raise ValueError(f"{name}={value!r} is not valid: give a non-negative int or a (height, width) pair of them")
     return pair
 
-# %% ../nbs/01_atrous.ipynb #5ffd5563
+# %% ../nbs/01_atrous.ipynb #fe68453c
 def atrous_conv2d(x:torch.Tensor,       # input, (N, C_in, H, W)
                   weight:torch.Tensor,  # filters w, (C_out, C_in, kernel_h, kernel_w)
                   bias=None,            # optional (C_out,) bias
@@ -34,7 +38,7 @@ def atrous_conv2d(x:torch.Tensor,       # input, (N, C_in, H, W)
         raise ValueError(f"x must be (N, C, H, W) and weight (C_out, C_in, k_h, k_w); got {tuple(x.shape)} and {tuple(weight.shape)}")
     if weight.shape[1] != x.shape[1]:
         raise ValueError(f"weight expects {weight.shape[1]} input channels but x has {x.shape[1]}: check C_in")
-    if not (isinstance(stride, int) and stride >= 1 and isinstance(rate, int) and rate >= 1):
+    if not (_is_int(stride) and _is_int(rate)):
         raise ValueError(f"stride={stride!r} and rate={rate!r} must be positive ints")
     pad_h, pad_w = _pair(padding, 'padding')
     x = F.pad(x, (pad_w, pad_w, pad_h, pad_h))
@@ -45,21 +49,21 @@ def atrous_conv2d(x:torch.Tensor,       # input, (N, C_in, H, W)
     if out_h < 1 or out_w < 1:
         raise ValueError(f"the input {tuple(x.shape[-2:])} (after padding) is smaller than the kernel's span at rate {rate}")
     y = x.new_zeros(x.shape[0], weight.shape[0], out_h, out_w)
-    for a in range(kernel_h):
-        for b in range(kernel_w):
-            # x[s*i + r*a, s*j + r*b] for every output location (i, j): the pixels that tap (a, b) reads
-            tap = x[:, :, rate * a : rate * a + stride * (out_h - 1) + 1 : stride,
-                          rate * b : rate * b + stride * (out_w - 1) + 1 : stride]
-            y += torch.einsum('nchw,oc->nohw', tap, weight[:, :, a, b])  # sum over the input channels c
+    for u in range(kernel_h):
+        for v in range(kernel_w):
+            # x[s*i + r*u, s*j + r*v] for every output location (i, j): the pixels that tap (u, v) reads
+            tap = x[:, :, rate * u : rate * u + stride * (out_h - 1) + 1 : stride,
+                          rate * v : rate * v + stride * (out_w - 1) + 1 : stride]
+            y += torch.einsum('nchw,oc->nohw', tap, weight[:, :, u, v])  # sum over the input channels c
     if bias is not None: y += bias[None, :, None, None]
     return y
 
-# %% ../nbs/01_atrous.ipynb #1672730b
+# %% ../nbs/01_atrous.ipynb #d464c7d5
 def effective_kernel_size(kernel_size:int, # k, the number of taps along one axis
                           rate:int=1,      # atrous rate r
                          ) -> int:
     "Pixels spanned by a kernel of `kernel_size` taps at atrous `rate`: $k + (k-1)(r-1)$."
-    if not (isinstance(kernel_size, int) and kernel_size >= 1 and isinstance(rate, int) and rate >= 1):
+    if not (_is_int(kernel_size) and _is_int(rate)):
         raise ValueError(f"kernel_size={kernel_size!r} and rate={rate!r} must be positive ints")
     return kernel_size + (kernel_size - 1) * (rate - 1)
 
@@ -91,22 +95,22 @@ def scale_dimension(dim:int,     # a size in pixels
 # %% ../nbs/01_atrous.ipynb #2775afda
 OUTPUT_STRIDES = (8, 16, 32)
 
-# %% ../nbs/01_atrous.ipynb #3cba832d
+# %% ../nbs/01_atrous.ipynb #02a46540
 def check_output_stride(output_stride) -> int:
     "`output_stride` if the backbones support it (8, 16 or 32), else a ValueError naming the allowed values."
-    if isinstance(output_stride, bool) or not isinstance(output_stride, numbers.Integral) or output_stride not in OUTPUT_STRIDES:
+    if not _is_int(output_stride) or output_stride not in OUTPUT_STRIDES:
         raise ValueError(f"output_stride={output_stride!r} is not supported: use one of "
                          f"{', '.join(map(str, OUTPUT_STRIDES))} (16 for training, 8 for the denser evaluation)")
     return int(output_stride)
 
-# %% ../nbs/01_atrous.ipynb #ba52a3ee
+# %% ../nbs/01_atrous.ipynb #446d669d
 def atrous_schedule(unit_strides,      # the stride of each unit, in order, as the network was designed (product: its output stride)
                     output_stride:int, # the wanted output stride
                    ) -> list:          # [(stride, rate), ...], one pair per unit
     "The official `stack_blocks_dense` rule: strides after `output_stride` is reached become atrous rates."
-    if not all(isinstance(s, numbers.Integral) and s >= 1 for s in unit_strides):
+    if not all(_is_int(s) for s in unit_strides):
         raise ValueError(f"unit_strides={list(unit_strides)} must be positive ints")
-    if isinstance(output_stride, bool) or not isinstance(output_stride, numbers.Integral) or output_stride < 1:
+    if not _is_int(output_stride):
         raise ValueError(f"output_stride={output_stride!r} must be a positive int, e.g. one of {OUTPUT_STRIDES}")
     current_stride, rate, schedule = 1, 1, []
     for unit_stride in unit_strides:
@@ -122,7 +126,7 @@ def atrous_schedule(unit_strides,      # the stride of each unit, in order, as t
         raise ValueError(f"output_stride={output_stride} cannot be reached: the strides {list(unit_strides)} multiply to {current_stride}")
     return schedule
 
-# %% ../nbs/01_atrous.ipynb #f6a3be7b
+# %% ../nbs/01_atrous.ipynb #0d879eb7
 def set_atrous(conv:nn.Conv2d, # an existing convolution (odd kernel), changed in place
                stride:int,     # its new stride
                rate:int,       # its new atrous rate (dilation)
@@ -133,7 +137,7 @@ def set_atrous(conv:nn.Conv2d, # an existing convolution (odd kernel), changed i
         raise ValueError(f"set_atrous needs an odd kernel, got {conv.kernel_size}: pad even kernels explicitly with fixed_padding")
     if conv.padding_mode != 'zeros':
         raise ValueError(f"set_atrous needs padding_mode='zeros' (the official zero padding), got {conv.padding_mode!r}")
-    if not (isinstance(stride, int) and stride >= 1 and isinstance(rate, int) and rate >= 1):
+    if not (_is_int(stride) and _is_int(rate)):
         raise ValueError(f"stride={stride!r} and rate={rate!r} must be positive ints")
     conv.stride, conv.dilation = (stride, stride), (rate, rate)
     conv.padding = (rate * (kernel_h - 1) // 2, rate * (kernel_w - 1) // 2)
