@@ -131,7 +131,7 @@ def predict(model:nn.Module, # a segmentation model
     "Class index per pixel of whole images (single scale, no flip)."
     return predict_logits(model, image, crop_size).argmax(-3)
 
-# %% ../nbs/13_inference.ipynb #fc8a3198
+# %% ../nbs/13_inference.ipynb #3ac87d07
 def predict_batch(model:nn.Module, # a segmentation model
                   images, # a list of (3, H_i, W_i) images of any sizes (uint8 or float in [0, 1])
                   crop_size=None, # pad all to this size; None: the smallest k*OS+1 size holding every image
@@ -147,7 +147,7 @@ def predict_batch(model:nn.Module, # a segmentation model
     with evaluating(model): logits = model(padded)
     return [logits[i, :, :h, :w].argmax(0) for i, (h, w) in enumerate(sizes)]
 
-# %% ../nbs/13_inference.ipynb #b9e2716d
+# %% ../nbs/13_inference.ipynb #bb373d80
 EVAL_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # the paper's multi-scale evaluation (Section 4.3, FACTS.md)
 
 def resize_bilinear(x:torch.Tensor, # (N, C, H, W)
@@ -189,7 +189,7 @@ def multi_scale_predict(model:nn.Module, # a segmentation model
     "Class index per pixel from `multi_scale_probs` (defaults: the paper's MS + Flip setting)."
     return multi_scale_probs(model, image, scales, flip, crop_size).argmax(-3)
 
-# %% ../nbs/13_inference.ipynb #b5f8c7cd
+# %% ../nbs/13_inference.ipynb #a4fe2a7e
 def evaluate(model:nn.Module, # a segmentation model
              dataset, # items (image (3, H, W), mask (H, W) with 255 = void), e.g. VOCSegmentation(..., 'val')
              num_classes:int=None, # C; None: len(dataset.classes)
