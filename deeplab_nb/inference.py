@@ -147,8 +147,8 @@ def predict_batch(model:nn.Module, # a segmentation model
     with evaluating(model): logits = model(padded)
     return [logits[i, :, :h, :w].argmax(0) for i, (h, w) in enumerate(sizes)]
 
-# %% ../nbs/13_inference.ipynb #bb373d80
-EVAL_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # the paper's multi-scale evaluation (Section 4.3, FACTS.md)
+# %% ../nbs/13_inference.ipynb #920958b5
+EVAL_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # DeepLabv3's and the official eval's scales (FACTS.md); this paper does not list them
 
 def resize_bilinear(x:torch.Tensor, # (N, C, H, W)
                     size, # (H', W')
