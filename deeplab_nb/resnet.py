@@ -289,8 +289,10 @@ def resnet101(output_stride=16, multi_grid=(1, 2, 4), stem='original', stride_pl
     "ResNet-101 backbone (see `resnet`), the paper's."
     return resnet(101, output_stride, multi_grid, stem, stride_placement, pretrained, **kwargs)
 
-def resnet_small(output_stride=16, multi_grid=(1, 2, 4), stem='beta', stride_placement='official', **kwargs) -> ResNet:
+def resnet_small(output_stride=16, multi_grid=(1, 2, 4), stem='beta', stride_placement='official', pretrained=False, **kwargs) -> ResNet:
     "The official tests' thin ResNet (`RESNET_SMALL_BLOCKS`): the same code, a CPU-sized table."
+    if pretrained: raise ValueError("resnet_small has no pretrained weights (it is a CPU-sized table for experiments): "
+                                    "use pretrained=False, or resnet50/resnet101 for ImageNet weights")
     return ResNet(RESNET_SMALL_BLOCKS, output_stride, multi_grid, stem, stride_placement, **kwargs)
 
 BACKBONES = {'resnet50': resnet50, 'resnet101': resnet101}
