@@ -28,12 +28,26 @@ def _yaml_front_matter(cell):
     return yaml.safe_load(src.strip('-')) or {}
 
 
+def _skip_flagged_cells_in_show_doc_execution():
+    "nbdev's `exec_show_docs` runs every cell that imports something, even `#|slow`/`#|gpu` ones: skip those."
+    import nbdev.processors as procs
+    from nbdev.config import get_config
+    if getattr(procs._do_eval, 'skips_tst_flags', False): return
+    flags, do_eval = set(get_config().tst_flags.split()), procs._do_eval
+    def _do_eval(cell):
+        if flags & set(getattr(cell, 'directives_', {}) or {}): return False
+        return do_eval(cell)
+    _do_eval.skips_tst_flags = True
+    procs._do_eval = _do_eval  # proc_nbs runs in this process (n_workers=0), so the processors see this one
+
+
 def process_notebooks(proc: Path):
     "Run nbdev's processors over nbs/ into `proc` (no Quarto needed)."
     import os
     os.chdir(ROOT)
     from nbdev.doclinks import _build_modidx
     from nbdev.serve import proc_nbs
+    _skip_flagged_cells_in_show_doc_execution()
     _build_modidx()
     if proc.exists(): shutil.rmtree(proc)
     proc_nbs(ROOT/'nbs', n_workers=0, force=True)
