@@ -16,7 +16,9 @@ WIDGET_NOTE = ('*Interactive widget: run this notebook in Jupyter to use it. '
                'The static figure beside it shows the same idea on this page.*')
 
 
-def _md_cell(text): return {'cell_type': 'markdown', 'metadata': {}, 'source': text}
+def _md_cell(text):
+    import hashlib
+    return {'cell_type': 'markdown', 'id': hashlib.sha1(text.encode()).hexdigest()[:8], 'metadata': {}, 'source': text}
 
 
 def _yaml_front_matter(cell):
@@ -28,16 +30,21 @@ def _yaml_front_matter(cell):
     return yaml.safe_load(src.strip('-')) or {}
 
 
-def _skip_flagged_cells_in_show_doc_execution():
-    "nbdev's `exec_show_docs` runs every cell that imports something, even `#|slow`/`#|gpu` ones: skip those."
+def _show_doc_executes_only_definitions():
+    """nbdev's `exec_show_docs` runs every export cell and every cell that contains an import, even when that cell
+    also computes (a `#|slow` experiment, a figure). For `show_doc` only the definitions matter: run export cells and
+    cells made of imports alone, never `#|slow`/`#|gpu` cells. (The notebooks were executed when committed.)"""
+    import ast
     import nbdev.processors as procs
     from nbdev.config import get_config
-    if getattr(procs._do_eval, 'skips_tst_flags', False): return
+    if getattr(procs._do_eval, 'only_definitions', False): return
     flags, do_eval = set(get_config().tst_flags.split()), procs._do_eval
     def _do_eval(cell):
-        if flags & set(getattr(cell, 'directives_', {}) or {}): return False
-        return do_eval(cell)
-    _do_eval.skips_tst_flags = True
+        directives = set(getattr(cell, 'directives_', {}) or {})
+        if flags & directives or not do_eval(cell): return False
+        if directives & {'export', 'exports', 'exporti', 'exec_doc'}: return True
+        return all(isinstance(node, (ast.Import, ast.ImportFrom)) for node in cell.parsed_())
+    _do_eval.only_definitions = True
     procs._do_eval = _do_eval  # proc_nbs runs in this process (n_workers=0), so the processors see this one
 
 
@@ -47,7 +54,7 @@ def process_notebooks(proc: Path):
     os.chdir(ROOT)
     from nbdev.doclinks import _build_modidx
     from nbdev.serve import proc_nbs
-    _skip_flagged_cells_in_show_doc_execution()
+    _show_doc_executes_only_definitions()
     _build_modidx()
     if proc.exists(): shutil.rmtree(proc)
     proc_nbs(ROOT/'nbs', n_workers=0, force=True)
@@ -59,6 +66,18 @@ def process_notebooks(proc: Path):
 def chapter_order(proc: Path):
     "Chapters in the order a reader learns them: the notebooks' numeric prefixes."
     return sorted(p.stem for p in proc.glob('*.ipynb') if p.stem != 'index')
+
+
+def _quarto_options_to_tags(cell):
+    "nbdev leaves Quarto's cell options (`#| echo: false`) in the source; myst-nb reads tags instead."
+    lines = ''.join(cell['source']).splitlines(True)
+    options = []
+    while lines and lines[0].replace(' ', '').startswith('#|'):
+        options.append(lines.pop(0).replace(' ', '').lstrip('#|').strip().lower())
+    tags = cell.setdefault('metadata', {}).setdefault('tags', [])
+    if 'echo:false' in options: tags.append('remove-input')
+    if 'output:false' in options: tags.append('remove-output')
+    cell['source'] = ''.join(lines)
 
 
 def adapt_for_sphinx(nb_path: Path, chapters=None):
@@ -73,6 +92,7 @@ def adapt_for_sphinx(nb_path: Path, chapters=None):
             cells.append(_md_cell(text))
             continue
         if cell['cell_type'] == 'code':
+            _quarto_options_to_tags(cell)
             outs = []
             for o in cell.get('outputs', []):
                 data = o.get('data', {})

@@ -26,6 +26,13 @@ def notebook_title(nb_path):
     return ''.join(first['source']).strip().splitlines()[0].lstrip('#').strip()
 
 
+def plain(text):
+    "Text as a reader compares it: Sphinx's typographic quotes and heading-link marks (#, ¶) aside."
+    for a, b in (('\u2019', "'"), ('\u2018', "'"), ('\u201c', '"'), ('\u201d', '"'), ('\u2013', '-'), ('\u2014', '-'), ('¶', ''), ('#', '')):
+        text = text.replace(a, b)
+    return ' '.join(text.split())
+
+
 def notebook_has_images(nb_path):
     nb = json.loads(Path(nb_path).read_text())
     return any(k.startswith('image/') for c in nb['cells'] if c['cell_type'] == 'code'
@@ -73,10 +80,10 @@ def test_every_page_in_a_browser(site):
             url = urljoin(base, f'{name}.html')
             resp = page.goto(url, wait_until='load')
             assert resp is not None and resp.ok, f'{url} did not load'
-            title = notebook_title(nb)
-            h1 = page.locator('h1').first.inner_text()
+            title = plain(notebook_title(nb))
+            h1 = plain(page.locator('h1').first.inner_text())
             assert title in h1, f'{name}: first heading {h1!r} is not the notebook title {title!r}'
-            assert title in page.title(), f'{name}: window title {page.title()!r} lacks {title!r}'
+            assert title in plain(page.title()), f'{name}: window title {page.title()!r} lacks {title!r}'
             imgs = page.eval_on_selector_all('article img', 'els => els.map(e => [e.src, e.complete && e.naturalWidth > 0])')
             bad = [src for src, ok in imgs if not ok]
             assert not bad, f'{name}: images that did not load: {bad}'
