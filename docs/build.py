@@ -148,8 +148,9 @@ def readme_text(proc: Path):
             src = ''.join(cell['source']).strip()
             if src: parts.append('```python\n' + src + '\n```')
             parts += _outputs_md(cell)
-    return '<!-- generated from nbs/index.ipynb by `python docs/build.py readme`: edit the notebook, not this file -->\n\n' \
-        + '\n\n'.join(p for p in parts if p) + '\n'
+    text = '\n\n'.join(p for p in parts if p) + '\n'
+    text = re.sub(r'\]\((\d\d_\w+\.ipynb)\)', r'](nbs/\1)', text)  # chapter links from the repository root
+    return '<!-- generated from nbs/index.ipynb by `python docs/build.py readme`: edit the notebook, not this file -->\n\n' + text
 
 
 def build_readme(proc: Path = ROOT/'_proc'):
