@@ -6,8 +6,8 @@
 __all__ = ['RESNET_BLOCKS', 'RESNET_SMALL_BLOCKS', 'EXPANSION', 'STRIDE_PLACEMENTS', 'STEM_STRIDES', 'IMAGENET_MEAN',
            'IMAGENET_STD', 'RESNET_DEFAULTS', 'STEMS', 'BACKBONES', 'batch_norm', 'make_shortcut', 'Bottleneck',
            'block_strides', 'resnet_schedule', 'low_level_unit', 'InputNormalization', 'make_stem', 'check_blocks',
-           'check_images', 'ResNet', 'resnet', 'resnet50', 'resnet101', 'resnet_small', 'load_torchvision_resnet',
-           'torchvision_resnet_state_dict']
+           'check_images', 'ResNet', 'resnet', 'resnet50', 'resnet101', 'resnet_small', 'randomize_batchnorm',
+           'load_torchvision_resnet', 'torchvision_resnet_state_dict']
 
 # %% ../nbs/03_resnet.ipynb #3635a43f
 import math
@@ -296,6 +296,18 @@ def resnet_small(output_stride=16, multi_grid=(1, 2, 4), stem='beta', stride_pla
     return ResNet(RESNET_SMALL_BLOCKS, output_stride, multi_grid, stem, stride_placement, **kwargs)
 
 BACKBONES = {'resnet50': resnet50, 'resnet101': resnet101}
+
+# %% ../nbs/03_resnet.ipynb #randomize-bn
+def randomize_batchnorm(model:nn.Module, seed:int=0) -> nn.Module:
+    "Give every BN random affine parameters and running statistics (for tests: BN in eval mode then does real work)."
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+            bn.weight.copy_(torch.rand(bn.num_features, generator=generator) + 0.5)
+            bn.bias.copy_(torch.randn(bn.num_features, generator=generator) * 0.1)
+            bn.running_mean.copy_(torch.randn(bn.num_features, generator=generator) * 0.1)
+            bn.running_var.copy_(torch.rand(bn.num_features, generator=generator) + 0.5)
+    return model
 
 # %% ../nbs/03_resnet.ipynb #db7a24db
 def load_torchvision_resnet(model:ResNet, # the torchvision variant: stem='original', stride_placement='torchvision'

@@ -4,9 +4,8 @@
 
 # %% auto #0
 __all__ = ['SKIPS', 'XCEPTION_TABLES', 'BACKBONES', 'TIMM_DROPPED', 'XceptionBlock', 'XceptionTable', 'scale_table',
-           'XceptionModule', 'randomize_batchnorm', 'Xception', 'truncated_normal_', 'init_xception_weights',
-           'xception41', 'xception65', 'xception71', 'xception_tiny', 'timm_key_map', 'load_timm_xception',
-           'timm_state_dict']
+           'XceptionModule', 'Xception', 'truncated_normal_', 'init_xception_weights', 'xception41', 'xception65',
+           'xception71', 'xception_tiny', 'timm_key_map', 'load_timm_xception', 'timm_state_dict']
 
 # %% ../nbs/04_xception.ipynb #6f1cd339
 from collections import OrderedDict
@@ -16,6 +15,7 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 from .atrous import atrous_schedule, check_output_stride, set_atrous
+from .resnet import check_images
 from .separable import SeparableConv2d, ConvBNReLU
 
 # %% ../nbs/04_xception.ipynb #608c047a
@@ -134,18 +134,6 @@ class XceptionModule(nn.Module):
 
     def extra_repr(self): return f"skip={self.skip!r}, stride={self.stride}, atrous(stride, rate)={self.atrous}, unit_rates={self.unit_rates}"
 
-# %% ../nbs/04_xception.ipynb #cf282739
-def randomize_batchnorm(model:nn.Module, seed:int=0) -> nn.Module:
-    "Give every BN random affine parameters and running statistics (for tests: BN in eval mode then does real work)."
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
-            bn.weight.copy_(torch.rand(bn.num_features, generator=generator) + 0.5)
-            bn.bias.copy_(torch.randn(bn.num_features, generator=generator) * 0.1)
-            bn.running_mean.copy_(torch.randn(bn.num_features, generator=generator) * 0.1)
-            bn.running_var.copy_(torch.rand(bn.num_features, generator=generator) + 0.5)
-    return model
-
 # %% ../nbs/04_xception.ipynb #f4a9da04
 class Xception(nn.Module):
     "Modified aligned Xception from a table; `forward(x)` returns the `feature_info` taps {'low_level', 'out'}."
@@ -219,10 +207,7 @@ class Xception(nn.Module):
 
     def normalize(self, x):
         "The backbone's input scaling, $(x - \\text{mean}) / \\text{std}$, for float images in [0, 1]."
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise ValueError(f"expected float images in [0, 1], got dtype {x.dtype}: convert with x.float() / 255")
+        check_images(x)
         return (x - self.mean) / self.std
 
     def forward(self, x) -> dict:

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from deeplab_nb.xception import BACKBONES, Xception, randomize_batchnorm, xception41
+from deeplab_nb.resnet import randomize_batchnorm
+from deeplab_nb.xception import BACKBONES, Xception, xception41
 
 
 def on_meta(constructor, **kwargs):
