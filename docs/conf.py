@@ -15,7 +15,9 @@ author = _d['author']
 copyright = _d['copyright']
 release = version = _d['version']
 
-extensions = ['myst_nb']
+# MathJax 3.2 ships with the site: the sphinx-mathjax-offline package copies it into _static/mathjax and points
+# mathjax_path there, so equations render without a network (Sphinx's default loads MathJax from a CDN).
+extensions = ['myst_nb', 'sphinx-mathjax-offline']
 nb_execution_mode = 'off'                 # the notebooks were executed when committed; render their outputs
 nb_output_stderr = 'remove'               # warnings printed while executing are not part of the story
 nb_render_markdown_format = 'myst'        # show_doc's API reference comes as markdown outputs

@@ -2,8 +2,9 @@
 
 Builds the site with `docs/build.py` (nbdev's processing + Sphinx/myst-nb), serves it on localhost and opens every
 page in headless Chromium (Debian's `chromium`, driven by Playwright): each page loads, shows its notebook's title,
-every image on it has really loaded, and every internal link (and its #anchor) resolves. A screenshot of the home
-page is written to `artifacts/docs-home.png`.
+every image on it has really loaded, every internal link (and its #anchor) resolves, the equations are typeset by the
+MathJax that ships with the site, and nothing is fetched from outside it. A screenshot of the home page is written to
+`artifacts/docs-home.png`.
 """
 import functools, http.server, json, os, shutil, sys, threading
 from pathlib import Path
@@ -31,6 +32,11 @@ def plain(text):
     for a, b in (('\u2019', "'"), ('\u2018', "'"), ('\u201c', '"'), ('\u201d', '"'), ('\u2013', '-'), ('\u2014', '-'), ('¶', ''), ('#', '')):
         text = text.replace(a, b)
     return ' '.join(text.split())
+
+
+def markdown_text(nb_path):
+    nb = json.loads(Path(nb_path).read_text())
+    return '\n'.join(''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'markdown')
 
 
 def notebook_has_images(nb_path):
@@ -75,6 +81,8 @@ def test_every_page_in_a_browser(site):
             '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
             '--disable-component-update', '--disable-sync'])
         page = browser.new_page(viewport={'width': 1280, 'height': 900})
+        outside = []  # the site must be self-contained: readers open it offline too
+        page.on('request', lambda r: outside.append(r.url) if not r.url.startswith((base, 'data:', 'blob:')) else None)
         ids = {}
         for name, nb in pages.items():
             url = urljoin(base, f'{name}.html')
@@ -84,6 +92,17 @@ def test_every_page_in_a_browser(site):
             h1 = plain(page.locator('h1').first.inner_text())
             assert title in h1, f'{name}: first heading {h1!r} is not the notebook title {title!r}'
             assert title in plain(page.title()), f'{name}: window title {page.title()!r} lacks {title!r}'
+            raw_h1 = page.eval_on_selector_all('article h1', 'els => els.map(e => e.textContent.trim())')
+            assert len(raw_h1) == 1, f'{name}: a page has one title, this one has {len(raw_h1)} <h1>: {raw_h1[:5]}'
+            assert not raw_h1[0].startswith('#'), f'{name}: title {raw_h1[0]!r} starts with a literal #'
+            if '$' in markdown_text(nb):
+                try: page.wait_for_function('() => window.MathJax && MathJax.startup && MathJax.startup.promise', timeout=15_000)
+                except Exception: pytest.fail(f'{name}: MathJax did not load (requests outside the site: {outside[:3]})')
+                page.evaluate('() => MathJax.startup.promise')
+                typeset = page.eval_on_selector_all('mjx-container', 'els => els.length')
+                errors = page.eval_on_selector_all('mjx-merror', 'els => els.map(e => e.getAttribute("data-mjx-error"))')
+                assert typeset > 0, f'{name}: the notebook has equations but MathJax typeset none'
+                assert not errors, f'{name}: MathJax errors {errors[:5]}'
             imgs = page.eval_on_selector_all('article img', 'els => els.map(e => [e.src, e.complete && e.naturalWidth > 0])')
             bad = [src for src, ok in imgs if not ok]
             assert not bad, f'{name}: images that did not load: {bad}'
@@ -103,4 +122,5 @@ def test_every_page_in_a_browser(site):
     for src, stem, frag, href in anchors_needed:
         if stem in ids and frag not in ids[stem]: broken.append((src, href))
     assert not broken, f'broken internal links: {broken[:20]}'
+    assert not outside, f'the site fetched from outside itself: {sorted(set(outside))[:10]}'
     assert (ARTIFACTS/'docs-home.png').stat().st_size > 10_000
