@@ -7,13 +7,13 @@ nbdev's own `nbdev_docs` needs Quarto, which cannot be installed offline; users 
 (nbs/_quarto.yml and nbs/nbdev.yml are kept). This script uses the same processing step (`nbdev.serve.proc_nbs`:
 directives, `show_doc` for every exported symbol, hidden cells removed) and hands the result to Sphinx instead.
 """
-import json, re, shutil, sys
+import html, json, re, shutil, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDGET_MIME = 'application/vnd.jupyter.widget-view+json'
 WIDGET_NOTE = ('*Interactive widget: run this notebook in Jupyter to use it. '
-               'The static figure beside it shows the same idea on this page.*')
+               'The static figure on this page shows the same idea.*')
 
 
 def _md_cell(text):
@@ -32,8 +32,9 @@ def _yaml_front_matter(cell):
 
 def _show_doc_executes_only_definitions():
     """nbdev's `exec_show_docs` runs every export cell and every cell that contains an import, even when that cell
-    also computes (a `#|slow` experiment, a figure). For `show_doc` only the definitions matter: run export cells and
-    cells made of imports alone, never `#|slow`/`#|gpu` cells. (The notebooks were executed when committed.)"""
+    also computes (a `#|slow` experiment, a figure). For `show_doc` only the definitions matter: run export cells,
+    cells made of imports and `show_doc` calls alone (the API reference), never `#|slow`/`#|gpu` cells. (The notebooks
+    were executed when committed.)"""
     import ast
     import nbdev.processors as procs
     from nbdev.config import get_config
@@ -43,7 +44,7 @@ def _show_doc_executes_only_definitions():
         directives = set(getattr(cell, 'directives_', {}) or {})
         if flags & directives or not do_eval(cell): return False
         if directives & {'export', 'exports', 'exporti', 'exec_doc'}: return True
-        return all(isinstance(node, (ast.Import, ast.ImportFrom)) for node in cell.parsed_())
+        return all(isinstance(node, (ast.Import, ast.ImportFrom)) or procs._show_docs([node]) for node in cell.parsed_())
     _do_eval.only_definitions = True
     procs._do_eval = _do_eval  # proc_nbs runs in this process (n_workers=0), so the processors see this one
 
@@ -80,9 +81,44 @@ def _quarto_options_to_tags(cell):
     cell['source'] = ''.join(lines)
 
 
-def adapt_for_sphinx(nb_path: Path, chapters=None):
+def _doc_pages(proc: Path):
+    "nbdev's page name of each notebook (its name without the number, as Quarto publishes it) -> ours (the stem)."
+    return {re.sub(r'^\d+_', '', p.stem): p.stem for p in proc.glob('*.ipynb')}
+
+
+def _local_links(text, pages):
+    "nbdev links symbols to the published site (doc_host/doc_baseurl/<module>.html#name): point them at this site's pages."
+    from nbdev.config import get_config
+    cfg = get_config()
+    host = re.escape(cfg.doc_host.rstrip('/') + '/' + cfg.doc_baseurl.strip('/') + '/')
+    text = re.sub(host + r'(\w+)\.html', lambda m: f'{pages.get(m.group(1), m.group(1))}.html', text)
+    def html_link(m):  # MyST would take a relative link for a cross-reference it cannot resolve: write the anchor
+        label, href = m.group(1), m.group(2)
+        inner = f'<code>{html.escape(label[1:-1])}</code>' if label.startswith('`') and label.endswith('`') else html.escape(label)
+        return f'<a href="{href}">{inner}</a>'
+    local = '|'.join(re.escape(p) for p in sorted(set(pages.values()), key=len, reverse=True))
+    return re.sub(r'\[([^\]\n]+)\]\(((?:' + local + r')\.html(?:#[^)\s]*)?)\)', html_link, text)
+
+
+def _unlink_code(text):
+    "Inside code fences a markdown link is not rendered: keep its text (show_doc links names in signature comments)."
+    parts = re.split(r'(```.*?```)', text, flags=re.S)
+    return ''.join(re.sub(r'\[`?([^\]`]+?)`?\]\([^)]*\)', r'\1', p) if p.startswith('```') else p for p in parts)
+
+
+def _show_doc_markdown(text):
+    """show_doc's markdown, made for Quarto: its `---` rule (a transition docutils refuses inside an output), the
+    Quarto attributes on the source link, and the heading ids Quarto gives (`#xception.set_output_stride`)."""
+    text = re.sub(r'^---[ \t]*\n', '', text, flags=re.M)
+    text = re.sub(r'\[source\]\((\S+?)\)\{[^}]*\}', r'<a href="\1" style="float:right; font-size:smaller">source</a>', text)
+    return re.sub(r'^(#{2,5}) ([\w.]+)[ \t]*$', lambda m: f'<a id="{m.group(2).lower()}"></a>\n\n{m.group(1)} {m.group(2)}',
+                  text, flags=re.M)
+
+
+def adapt_for_sphinx(nb_path: Path, chapters=None, pages=None):
     "Turn nbdev's Quarto-flavoured processed notebook into one myst-nb renders well."
     nb = json.loads(nb_path.read_text())
+    pages = pages or _doc_pages(nb_path.parent)
     cells = []
     for cell in nb['cells']:
         fm = _yaml_front_matter(cell)
@@ -91,6 +127,8 @@ def adapt_for_sphinx(nb_path: Path, chapters=None):
             if fm.get('description'): text += f"\n> {fm['description']}\n"
             cells.append(_md_cell(text))
             continue
+        if cell['cell_type'] == 'markdown':
+            cell['source'] = _local_links(''.join(cell['source']), pages)
         if cell['cell_type'] == 'code':
             _quarto_options_to_tags(cell)
             outs = []
@@ -98,7 +136,13 @@ def adapt_for_sphinx(nb_path: Path, chapters=None):
                 data = o.get('data', {})
                 if WIDGET_MIME in data: outs.append({'output_type': 'display_data', 'metadata': {},
                                                      'data': {'text/markdown': WIDGET_NOTE}})
-                else: outs.append(o)
+                elif o['output_type'] == 'stream' and not ''.join(o.get('text', '')).strip(): continue  # e.g. a widget's '\r'
+                else:
+                    if 'text/markdown' in data:
+                        md = ''.join(data['text/markdown'])
+                        if 'show_doc' in ''.join(cell['source']): md = _unlink_code(_show_doc_markdown(md))
+                        data['text/markdown'] = _local_links(md, pages)
+                    outs.append(o)
             cell['outputs'] = outs
         cells.append(cell)
     if chapters is not None:   # the navigation follows the notebook order
@@ -114,7 +158,8 @@ def build_site(out: Path = ROOT/'_site'/'html', proc: Path = ROOT/'_proc', quiet
     from sphinx.cmd.build import build_main
     process_notebooks(proc)
     chapters = chapter_order(proc)
-    for p in proc.glob('*.ipynb'): adapt_for_sphinx(p, chapters if p.stem == 'index' else None)
+    pages = _doc_pages(proc)
+    for p in proc.glob('*.ipynb'): adapt_for_sphinx(p, chapters if p.stem == 'index' else None, pages)
     if out.exists(): shutil.rmtree(out)
     args = ['-b', 'html', '-c', str(ROOT/'docs'), '-j', '1', str(proc), str(out)]
     if quiet: args.insert(0, '-q')

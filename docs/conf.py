@@ -35,3 +35,5 @@ html_theme_options = {
     'home_page_in_toc': True,
 }
 html_last_updated_fmt = None
+html_static_path = ['_static']
+html_css_files = ['custom.css']

@@ -2,11 +2,12 @@
 
 Builds the site with `docs/build.py` (nbdev's processing + Sphinx/myst-nb), serves it on localhost and opens every
 page in headless Chromium (Debian's `chromium`, driven by Playwright): each page loads, shows its notebook's title,
-every image on it has really loaded, every internal link (and its #anchor) resolves, the equations are typeset by the
+every image on it has really loaded (with its own aspect ratio), every exported function and class has its API
+entry (`show_doc`), every internal link (and its #anchor) resolves, the equations are typeset by the
 MathJax that ships with the site, and nothing is fetched from outside it. A screenshot of the home page is written to
 `artifacts/docs-home.png`.
 """
-import functools, http.server, json, os, shutil, sys, threading
+import functools, http.server, json, os, re, shutil, sys, threading
 from pathlib import Path
 from urllib.parse import urljoin, urlparse, unquote
 
@@ -37,6 +38,15 @@ def plain(text):
 def markdown_text(nb_path):
     nb = json.loads(Path(nb_path).read_text())
     return '\n'.join(''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'markdown')
+
+
+def api_names(nb_path):
+    "Public functions and classes a chapter defines in its exported cells: nbdev gives each a `show_doc` entry."
+    nb = json.loads(Path(nb_path).read_text())
+    source = '\n'.join(''.join(c['source']) for c in nb['cells']
+                       if c['cell_type'] == 'code' and re.match(r'#\|\s*exports?\b', ''.join(c['source'])))
+    source = re.sub(r'^@patch\b.*\n(?:def|class) ', '', source, flags=re.M)  # methods patched onto a class: Class.name entries
+    return [n for n in re.findall(r'^(?:def|class) (\w+)', source, flags=re.M) if not n.startswith('_')]
 
 
 def notebook_has_images(nb_path):
@@ -107,6 +117,14 @@ def test_every_page_in_a_browser(site):
             bad = [src for src, ok in imgs if not ok]
             assert not bad, f'{name}: images that did not load: {bad}'
             if notebook_has_images(nb): assert imgs, f'{name}: the notebook has figures but the page shows none'
+            squeezed = page.eval_on_selector_all('article img', """els => els.filter(e => e.naturalWidth > 0 && Math.abs(
+                (e.clientWidth / e.clientHeight) / (e.naturalWidth / e.naturalHeight) - 1) > 0.02).map(e => e.src)""")
+            assert not squeezed, f'{name}: figures drawn with another aspect ratio than their own: {squeezed[:3]}'
+            page_ids = set(page.eval_on_selector_all('[id]', 'els => els.map(e => e.id)'))
+            undocumented = [n for n in api_names(nb) if n.lower() not in page_ids]
+            assert not undocumented, f'{name}: no API entry (show_doc) on the page for {undocumented[:5]}'
+            shown = plain(page.locator('article').inner_text())
+            assert 'target="_blank"' not in shown, f'{name}: Quarto link attributes shown as text'
             ids[name] = set(page.eval_on_selector_all('[id]', 'els => els.map(e => e.id)'))
             for href in page.eval_on_selector_all('a[href]', 'els => els.map(e => e.href)'):
                 u = urlparse(href)
