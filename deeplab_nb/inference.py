@@ -148,7 +148,7 @@ def predict_batch(model:nn.Module, # a segmentation model
     return [logits[i, :, :h, :w].argmax(0) for i, (h, w) in enumerate(sizes)]
 
 # %% ../nbs/13_inference.ipynb #920958b5
-EVAL_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # DeepLabv3's and the official eval's scales (FACTS.md); this paper does not list them
+EVAL_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # DeepLabv3's and the official eval's scales; this paper does not list them
 
 def resize_bilinear(x:torch.Tensor, # (N, C, H, W)
                     size, # (H', W')
