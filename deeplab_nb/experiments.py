@@ -46,8 +46,12 @@ EXPERIMENT_DEFAULTS = dict(
 EXPERIMENTS = {  # name -> what the run changes from EXPERIMENT_DEFAULTS (nested dicts are merged)
     'deeplabv3plus': dict(inference_strides=(16, 8)),  # the baseline, with Table 3/5's inference rows
     'deeplabv3': dict(model='deeplabv3_xception_tiny', inference_strides=(16, 8)),  # no decoder: x16 bilinear ('BU')
-    'deeplabv3plus_seed1': dict(train=dict(seed=1)),  # the headline pair again, to see the spread
+    'deeplabv3plus_seed1': dict(train=dict(seed=1)),  # the headline pair with three more seeds, to see the spread
     'deeplabv3_seed1': dict(model='deeplabv3_xception_tiny', train=dict(seed=1)),
+    'deeplabv3plus_seed2': dict(train=dict(seed=2)),
+    'deeplabv3_seed2': dict(model='deeplabv3_xception_tiny', train=dict(seed=2)),
+    'deeplabv3plus_seed3': dict(train=dict(seed=3)),
+    'deeplabv3_seed3': dict(model='deeplabv3_xception_tiny', train=dict(seed=3)),
     'projection_0': dict(model_kwargs=dict(projection_channels=0)),  # Table 1 taken to 0: no low-level skip
     'projection_48': dict(model_kwargs=dict(projection_channels=48)),  # Table 1: the paper's choice (baseline: 16)
     'no_image_pooling': dict(model_kwargs=dict(image_pooling=False)),  # ASPP without its image-level branch
