@@ -195,6 +195,10 @@ def readme_text(proc: Path):
             parts += _outputs_md(cell)
     text = '\n\n'.join(p for p in parts if p) + '\n'
     text = re.sub(r'\]\((\d\d_\w+\.ipynb)\)', r'](nbs/\1)', text)  # chapter links from the repository root
+    from nbdev.config import get_config  # nbdev's symbol links point at a published site: link the chapter instead
+    cfg, pages = get_config(), _doc_pages(proc)
+    host = re.escape(cfg.doc_host.rstrip('/') + '/' + cfg.doc_baseurl.strip('/') + '/')
+    text = re.sub(host + r'(\w+)\.html(#[\w.]*)?', lambda m: f'nbs/{pages.get(m.group(1), m.group(1))}.ipynb', text)
     return '<!-- generated from nbs/index.ipynb by `python docs/build.py readme`: edit the notebook, not this file -->\n\n' + text
 
 
