@@ -106,13 +106,24 @@ def _unlink_code(text):
     return ''.join(re.sub(r'\[`?([^\]`]+?)`?\]\([^)]*\)', r'\1', p) if p.startswith('```') else p for p in parts)
 
 
+def _md_escape(text):
+    "Markdown's special characters taken literally (outside `code` spans): a docstring's k*OS+1, <stem>, __add__."
+    parts = re.split(r'(`[^`\n]*`)', text)
+    return ''.join(p if p.startswith('`') else re.sub(r'([\\*_<>\[\]])', r'\\\1', p) for p in parts)
+
+
 def _show_doc_markdown(text):
     """show_doc's markdown, made for Quarto: its `---` rule (a transition docutils refuses inside an output), the
-    Quarto attributes on the source link, and the heading ids Quarto gives (`#xception.set_output_stride`)."""
+    Quarto attributes on the source link, the heading ids Quarto gives to methods (`#xception.set_output_stride`;
+    plain names get the same id from MyST), and names and docstrings pasted in unescaped."""
     text = re.sub(r'^---[ \t]*\n', '', text, flags=re.M)
     text = re.sub(r'\[source\]\((\S+?)\)\{[^}]*\}', r'<a href="\1" style="float:right; font-size:smaller">source</a>', text)
-    return re.sub(r'^(#{2,5}) ([\w.]+)[ \t]*$', lambda m: f'<a id="{m.group(2).lower()}"></a>\n\n{m.group(1)} {m.group(2)}',
-                  text, flags=re.M)
+    def heading(m):
+        level, name = m.group(1), m.group(2)
+        anchor = f'<a id="{name.lower()}"></a>\n\n' if '.' in name else ''
+        return f'{anchor}{level} {_md_escape(name)}'
+    text = re.sub(r'^(#{2,5}) ([\w.]+)[ \t]*$', heading, text, flags=re.M)
+    return re.sub(r'^\*(.+)\*[ \t]*$', lambda m: f'*{_md_escape(m.group(1))}*', text, flags=re.M)  # the docstring line
 
 
 def adapt_for_sphinx(nb_path: Path, chapters=None, pages=None):
