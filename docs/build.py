@@ -138,8 +138,10 @@ def adapt_for_sphinx(nb_path: Path, chapters=None, pages=None):
             if fm.get('description'): text += f"\n> {fm['description']}\n"
             cells.append(_md_cell(text))
             continue
-        if cell['cell_type'] == 'markdown':
-            cell['source'] = _local_links(''.join(cell['source']), pages)
+        if cell['cell_type'] == 'markdown':   # a chapter named in code style (`01_atrous`) links to its page
+            text = re.sub(r'(?<!\[)`(\d\d_\w+)`(?!\])', lambda m: f'[`{m.group(1)}`]({m.group(1)}.ipynb)' if m.group(1) in pages.values()
+                          else m.group(0), ''.join(cell['source']))
+            cell['source'] = _local_links(text, pages)
         if cell['cell_type'] == 'code':
             _quarto_options_to_tags(cell)
             outs = []
