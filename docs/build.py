@@ -86,12 +86,22 @@ def _doc_pages(proc: Path):
     return {re.sub(r'^\d+_', '', p.stem): p.stem for p in proc.glob('*.ipynb')}
 
 
-def _local_links(text, pages):
-    "nbdev links symbols to the published site (doc_host/doc_baseurl/<module>.html#name): point them at this site's pages."
+def _published_page():
+    "Pattern of a link nbdev writes to the published site (doc_host/doc_baseurl/<page>.html); group 1: the page."
     from nbdev.config import get_config
     cfg = get_config()
-    host = re.escape(cfg.doc_host.rstrip('/') + '/' + cfg.doc_baseurl.strip('/') + '/')
-    text = re.sub(host + r'(\w+)\.html', lambda m: f'{pages.get(m.group(1), m.group(1))}.html', text)
+    return re.escape(cfg.doc_host.rstrip('/') + '/' + cfg.doc_baseurl.strip('/') + '/') + r'(\w+)\.html'
+
+
+def _chapter_links(text, pages):
+    "A chapter named in code style in the text (`01_atrous`) links to its page."
+    return re.sub(r'(?<!\[)`(\d\d_\w+)`(?!\])',
+                  lambda m: f'[`{m.group(1)}`]({m.group(1)}.ipynb)' if m.group(1) in pages.values() else m.group(0), text)
+
+
+def _local_links(text, pages):
+    "nbdev links symbols to the published site (doc_host/doc_baseurl/<module>.html#name): point them at this site's pages."
+    text = re.sub(_published_page(), lambda m: f'{pages.get(m.group(1), m.group(1))}.html', text)
     def html_link(m):  # MyST would take a relative link for a cross-reference it cannot resolve: write the anchor
         label, href = m.group(1), m.group(2)
         inner = f'<code>{html.escape(label[1:-1])}</code>' if label.startswith('`') and label.endswith('`') else html.escape(label)
@@ -138,10 +148,8 @@ def adapt_for_sphinx(nb_path: Path, chapters=None, pages=None):
             if fm.get('description'): text += f"\n> {fm['description']}\n"
             cells.append(_md_cell(text))
             continue
-        if cell['cell_type'] == 'markdown':   # a chapter named in code style (`01_atrous`) links to its page
-            text = re.sub(r'(?<!\[)`(\d\d_\w+)`(?!\])', lambda m: f'[`{m.group(1)}`]({m.group(1)}.ipynb)' if m.group(1) in pages.values()
-                          else m.group(0), ''.join(cell['source']))
-            cell['source'] = _local_links(text, pages)
+        if cell['cell_type'] == 'markdown':
+            cell['source'] = _local_links(_chapter_links(''.join(cell['source']), pages), pages)
         if cell['cell_type'] == 'code':
             _quarto_options_to_tags(cell)
             outs = []
@@ -208,10 +216,8 @@ def readme_text(proc: Path):
             parts += _outputs_md(cell)
     text = '\n\n'.join(p for p in parts if p) + '\n'
     text = re.sub(r'\]\((\d\d_\w+\.ipynb)\)', r'](nbs/\1)', text)  # chapter links from the repository root
-    from nbdev.config import get_config  # nbdev's symbol links point at a published site: link the chapter instead
-    cfg, pages = get_config(), _doc_pages(proc)
-    host = re.escape(cfg.doc_host.rstrip('/') + '/' + cfg.doc_baseurl.strip('/') + '/')
-    text = re.sub(host + r'(\w+)\.html(#[\w.]*)?', lambda m: f'nbs/{pages.get(m.group(1), m.group(1))}.ipynb', text)
+    pages = _doc_pages(proc)  # nbdev's symbol links point at a published site: link the chapter notebook instead
+    text = re.sub(_published_page() + r'(#[\w.]*)?', lambda m: f'nbs/{pages.get(m.group(1), m.group(1))}.ipynb', text)
     return '<!-- generated from nbs/index.ipynb by `python docs/build.py readme`: edit the notebook, not this file -->\n\n' + text
 
 
