@@ -148,11 +148,14 @@ class DeepLab(nn.Module):
             for handle in handles: handle.remove()
         return {**features, **captured}
 
-    def forward(self, x):
+    def forward(self, x,
+                upsample:bool=True,  # logits at the input size (bilinear, aligned corners); False: at the head's stride (4 with the decoder, else the output stride)
+               ):
         features = self.backbone_features(x)
         encoder = self.aspp(features['out'])
         if self.decoder is not None: encoder = self.decoder(encoder, [features[name] for name in self.low_level_features])
-        return upsample_to(self.classifier(encoder), x.shape[-2:])
+        logits = self.classifier(encoder)
+        return upsample_to(logits, x.shape[-2:]) if upsample else logits
 
 # %% ../nbs/07_model.ipynb #d794edb1
 from . import resnet, xception
@@ -180,7 +183,7 @@ def deeplab(backbone:str,  # a key of BACKBONES, e.g. 'resnet101', 'xception65'
     return DeepLab(BACKBONES[backbone](output_stride=output_stride, **kwargs), num_classes, **model_kwargs)
 
 # %% ../nbs/07_model.ipynb #108c5640
-SMALL_HEAD = dict(aspp_channels=64, projection_channels=16, refine=((3, 64), (3, 64)))  # the CPU variants' narrower head
+SMALL_HEAD = dict(aspp_channels=64, projection_channels=12, refine=((3, 64), (3, 64)))  # the paper's head at a quarter of its width: 256 -> 64, [1x1, 48] -> [1x1, 12]
 
 # %% ../nbs/07_model.ipynb #d17b4e9f
 MODEL_CONFIGS = {  # name -> (backbone, DeepLab arguments): the paper's configurations

@@ -1,0 +1,70 @@
+"""Training speed of the bundled job (`deeplab_nb_train`'s default recipe), measured as ratios within one run.
+
+Compares, on this machine and in this process, the recipe as it was (NCHW, images decoded from PNG on every step)
+with the current defaults (channels-last, decoded images kept in memory), then bf16 autocast, then how to use two
+cores: one run on two threads, or two single-thread runs side by side. The variants are interleaved (A B A B ...)
+so that a change in machine load hits them alike; each figure is the median over the repeats. Run it on an idle
+machine: `python bench/train_speed.py [--out data/results/train_speed.json]`.
+"""
+import argparse, json, multiprocessing as mp, os, platform, statistics, tempfile, time
+import torch
+import deeplab_nb
+from deeplab_nb.training import TrainConfig, Trainer
+
+VARIANTS = {  # name -> TrainConfig changes from the defaults
+    'before (NCHW, decode every step)': dict(channels_last=False, cache_data=False),
+    'now (channels-last, in memory)': dict(),
+    'now + bf16 autocast': dict(amp='bf16'),
+}
+
+def seconds_per_step(trainer, steps):
+    start = time.perf_counter()
+    for _ in range(steps): trainer.step()
+    return (time.perf_counter() - start) / steps
+
+def _single_thread_run(args):
+    "Worker of the side-by-side measurement: one single-thread run, seconds per step."
+    steps, warmup = args
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as d:
+        trainer = Trainer(TrainConfig(run_dir=d, val_split=None, steps=steps + warmup), progress=False)
+        seconds_per_step(trainer, warmup)
+        return seconds_per_step(trainer, steps)
+
+def main(steps=40, warmup=5, repeats=5, out=None):
+    torch.set_num_threads(2)
+    results, rows = {}, {}
+    with tempfile.TemporaryDirectory() as d:
+        trainers = {name: Trainer(TrainConfig(run_dir=f'{d}/{i}', val_split=None, steps=10_000, **changes), progress=False)
+                    for i, (name, changes) in enumerate(VARIANTS.items())}
+        for trainer in trainers.values(): seconds_per_step(trainer, warmup)
+        for _ in range(repeats):
+            for name, trainer in trainers.items(): rows.setdefault(name, []).append(seconds_per_step(trainer, steps))
+    for name, times in rows.items(): results[name] = statistics.median(times)
+    # two cores: one run on 2 threads (measured above, 'now') vs two 1-thread runs at once (total steps/s)
+    with mp.get_context('spawn').Pool(2) as pool: pair = pool.map(_single_thread_run, [(steps * 2, warmup)] * 2)
+    base = results['before (NCHW, decode every step)']
+    print(f"{'variant (2 threads)':<36}{'s/step':>9}{'steps/s':>9}{'vs before':>11}")
+    for name, s in results.items(): print(f'{name:<36}{s:>9.4f}{1 / s:>9.2f}{base / s:>10.2f}x')
+    now = results['now (channels-last, in memory)']
+    print(f"two single-thread runs side by side: {pair[0]:.4f} and {pair[1]:.4f} s/step each, "
+          f"{1 / pair[0] + 1 / pair[1]:.2f} steps/s together vs {1 / now:.2f} for one 2-thread run "
+          f"({(1 / pair[0] + 1 / pair[1]) * now:.2f}x)")
+    record = dict(seconds_per_step=results, side_by_side_single_thread=pair, steps=steps, repeats=repeats,
+                  speedup=base / now, two_runs_vs_one=(1 / pair[0] + 1 / pair[1]) * now,
+                  bf16_vs_fp32=now / results['now + bf16 autocast'],
+                  torch=torch.__version__, deeplab_nb=deeplab_nb.__version__, cpu=platform.processor() or platform.machine(),
+                  cpu_model=_cpu_model(), cores=os.cpu_count(), load_before=os.getloadavg()[0])
+    if out: open(out, 'w').write(json.dumps(record, indent=1) + '\n'); print('written', out)
+    return record
+
+def _cpu_model():
+    try: return next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
+    except (OSError, StopIteration): return platform.processor()
+
+if __name__ == '__main__':
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--steps', type=int, default=40); parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--out', default=None)
+    args = parser.parse_args()
+    main(args.steps, repeats=args.repeats, out=args.out)
