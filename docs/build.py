@@ -326,6 +326,7 @@ def adapt_for_sphinx(nb_path: Path, chapters=None, pages=None):
     number = chapter_number(nb_path.stem)
     cells, previous_markdown, extra = [], '', []
     for cell in nb['cells']:
+        cell.pop('has_sd', None)  # nbdev's mark on the show_doc cells it adds: not nbformat (myst-nb's validation logs an error)
         fm = _yaml_front_matter(cell)
         if fm is not None:   # Quarto reads the title from YAML; Sphinx needs it as the page's first heading
             title = fm.get('title', nb_path.stem)
@@ -357,6 +358,7 @@ def adapt_for_sphinx(nb_path: Path, chapters=None, pages=None):
                         if 'show_doc' in ''.join(cell['source']): md = _unlink_code(_show_doc_markdown(md))
                         data['text/markdown'] = _local_links(md, pages)
                     outs.append(o)
+            for o in outs: _size_image(o)
             cell['outputs'], after = _split_after_figures(outs)
             if any(k.startswith('image/') for o in outs for k in o.get('data', {})):
                 caption = figure_caption(source, options, previous_markdown)
@@ -380,6 +382,19 @@ def adapt_for_sphinx(nb_path: Path, chapters=None, pages=None):
     nb.get('metadata', {}).pop('widgets', None)
     nb_path.write_text(json.dumps(nb, indent=1))
     return sorted(public)  # public names this page did not place (the API page lists them at their module)
+
+
+def _size_image(output):
+    """An image output without a display size (a JPEG, a PNG shown at its pixel size) gets its pixel size: myst-nb
+    writes width/height on the <img>, and Sphinx links every sized image to its file (click to enlarge)."""
+    import base64, io
+    data, meta = output.get('data', {}), output.setdefault('metadata', {})
+    for mime in [k for k in data if k in ('image/png', 'image/jpeg')]:
+        if isinstance(meta.get(mime), dict) and meta[mime].get('width'): continue
+        from PIL import Image
+        raw = data[mime] if isinstance(data[mime], str) else ''.join(data[mime])
+        width, height = Image.open(io.BytesIO(base64.b64decode(raw))).size
+        meta[mime] = {**(meta.get(mime) or {}), 'width': width, 'height': height}
 
 
 def _split_after_figures(outs):
