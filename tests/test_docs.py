@@ -6,6 +6,13 @@ every image on it has really loaded (with its own aspect ratio), every exported 
 entry (`show_doc`), every internal link (and its #anchor) resolves, the equations are typeset by the
 MathJax that ships with the site, and nothing is fetched from outside it. A screenshot of the home page is written to
 `artifacts/docs-home.png`.
+
+`test_as_a_learner_reads_it` (issue 14) reads the site the way a learner does, at 1,440x900 and on a 390-px phone: the
+exported code and the tests on the page (long ones folded behind a toggle that names what is inside), math typeset
+with no `$` left over, the column width and how many code cells scroll sideways, wide tables in their own scroll box,
+figures at their size with caption, alt text and a link to the full image, chapter numbers, copy buttons, widgets with
+a static figure, the API page and the index, search finding a definition first, and a downloaded chapter that runs.
+Screenshots of three pages at both widths go to `artifacts/`.
 """
 import functools, http.server, json, os, re, shutil, sys, threading
 from pathlib import Path
@@ -142,3 +149,220 @@ def test_every_page_in_a_browser(site):
     assert not broken, f'broken internal links: {broken[:20]}'
     assert not outside, f'the site fetched from outside itself: {sorted(set(outside))[:10]}'
     assert (ARTIFACTS/'docs-home.png').stat().st_size > 10_000
+
+
+# --- issue 14: the site as a learner reads it ---------------------------------------------------------------------
+
+SHOT_PAGES = ('index', '05_aspp', 'api')      # the screenshots kept as test artefacts, at 1440 and 390 px
+LIGHT_CHAPTER = '01_atrous'                   # the chapter a reader downloads and runs (seconds on a CPU)
+# nbdev's "imports and other code" warnings still expected, per notebook: cells in chapters other engineers were editing
+# when this test was written; the lead splits them, then this shrinks to {} (the count can only go down: see below).
+PENDING_NBDEV_WARNINGS = {'13_inference': 1, '14_training': 1, '15_cli': 2, '16_experiments': 3}
+
+
+def _chapters():
+    return [p.stem for p in sorted((ROOT/'nbs').glob('*.ipynb')) if build.chapter_number(p.stem)]
+
+
+def _source_notebook(stem):
+    return json.loads((ROOT/'nbs'/f'{stem}.ipynb').read_text())
+
+
+def _warning_notebook(text):
+    "The notebook whose cell an nbdev warning quotes."
+    quoted = text.split('---\n')[1] if '---\n' in text else ''   # the warning quotes the cell between --- lines
+    head = [l for l in quoted.splitlines() if l.strip()][:3]
+    for p in sorted((ROOT/'nbs').glob('*.ipynb')):
+        for c in json.loads(p.read_text())['cells']:
+            src = ''.join(c['source'])
+            if head and c['cell_type'] == 'code' and all(l.strip() in src for l in head): return p.stem
+    return None
+
+
+def test_build_is_warning_free(site):
+    out, _ = site
+    found = (out.parent/'warnings.txt').read_text().strip()
+    entries = re.split(r'\n(?=\w*Warning: |\S+: WARNING)', found) if found else []
+    sphinx = [e for e in entries if 'WARNING' in e.split('\n')[0] or 'ERROR' in e.split('\n')[0]]
+    assert not sphinx, f'Sphinx warnings: {sphinx[:5]}'
+    per_nb = {}
+    for e in entries:
+        nb = _warning_notebook(e) if 'imports and other code' in e else None
+        assert nb is not None, f'a warning not accounted for: {e[:500]}'
+        per_nb[nb] = per_nb.get(nb, 0) + 1
+    for nb, n in per_nb.items():
+        assert n <= PENDING_NBDEV_WARNINGS.get(nb, 0), f'{nb}: {n} nbdev warnings (imports and other code in one cell): split the cell'
+
+
+def test_slow_cells_have_saved_outputs():
+    "A `#|slow`/`#|gpu` cell that shows something (print, display, a figure, a last expression) has its output saved."
+    missing = []
+    for p in sorted((ROOT/'nbs').glob('*.ipynb')):
+        for i, c in enumerate(json.loads(p.read_text())['cells']):
+            src = ''.join(c['source'])
+            if c['cell_type'] != 'code' or not re.search(r'^#\|\s*(slow|gpu)\b', src, re.M) or c.get('outputs'): continue
+            import ast
+            try: tree = ast.parse('\n'.join(l for l in src.splitlines() if not l.startswith('#|')))
+            except SyntaxError: continue
+            # a last expression shows its value (a call's value is often incidental: `write_text`'s byte count)
+            last_expr = bool(tree.body) and isinstance(tree.body[-1], ast.Expr) and not isinstance(tree.body[-1].value, ast.Call)
+            shows = re.search(r'\b(print|display|plt\.show|Markdown)\(', src) or last_expr
+            if shows and not re.search(r'^#\|\s*gpu\b', src, re.M): missing.append(f'{p.stem} cell {i}')
+    assert not missing, f'slow cells that show something but have no saved output: {missing}'
+
+
+def test_widgets_have_a_static_figure():
+    "Every widget's cell also saves a figure (the rendered site shows it; the widget needs a kernel)."
+    bare = [f'{p.stem} cell {i}' for p in sorted((ROOT/'nbs').glob('*.ipynb')) for i, c in enumerate(json.loads(p.read_text())['cells'])
+            if any(build.WIDGET_MIME in o.get('data', {}) for o in c.get('outputs', []))
+            and not any(k.startswith('image/') for o in c.get('outputs', []) for k in o.get('data', {}))]
+    assert not bare, f'widgets without a static figure in their cell: {bare}'
+
+
+READER_JS = r"""() => {
+  const art = document.querySelector('article.bd-article');
+  const cells = [...art.querySelectorAll('div.cell_input pre')];
+  const tables = [...art.querySelectorAll('table')].map(t => [t.scrollWidth, t.clientWidth, getComputedStyle(t).overflowX,
+      t.getBoundingClientRect().right - art.getBoundingClientRect().right]);
+  const figs = [...art.querySelectorAll('.cell_output img')].map(i => {
+      const fig = i.closest('figure'), cap = fig && fig.querySelector('figcaption'), a = i.closest('a');
+      const box = (fig || i.parentElement).parentElement.clientWidth;
+      return {src: i.src.split('/').pop(), shown: i.clientWidth, natural: +i.getAttribute('width') || i.naturalWidth, box,
+              caption: cap ? cap.innerText.trim() : '', alt: i.alt, link: a ? a.href : ''}; });
+  // text a reader sees outside code and typeset math: a $ there is math MathJax did not typeset
+  const walker = document.createTreeWalker(art, NodeFilter.SHOW_TEXT, {acceptNode: n =>
+      n.parentElement.closest('pre, code, mjx-container, script, style, .MathJax') ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT});
+  const dollars = []; for (let n; (n = walker.nextNode());) if (n.textContent.includes('$')) dollars.push(n.textContent.trim().slice(0, 80));
+  return {column: art.clientWidth, cells: cells.length, scrolling: cells.filter(p => p.scrollWidth > p.clientWidth + 1).length,
+          tables, figs, dollars, pageWidth: document.documentElement.scrollWidth,
+          code: [...art.querySelectorAll('div.cell_input')].map(e => e.textContent).join('\n'),
+          copy: art.querySelectorAll('button.copybtn').length,
+          sidebar: [...document.querySelectorAll('.bd-sidebar-primary nav a.reference')].map(a => a.innerText.trim())};
+}"""
+
+
+def test_as_a_learner_reads_it(site):
+    if CHROMIUM is None:
+        if os.environ.get('CI'): pytest.fail('chromium is not installed: .ci/run installs it with apt-get')
+        pytest.skip('headless chromium not installed (apt-get install chromium)')
+    from playwright.sync_api import sync_playwright
+    out, base = site
+    chapters = _chapters()
+    names = ['index'] + chapters
+    ARTIFACTS.mkdir(exist_ok=True)
+    total_cells = total_scrolling = 0
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=['--no-sandbox', '--disable-gpu', '--disable-quic'])
+        wide = browser.new_page(viewport={'width': 1440, 'height': 900})
+        for name in names:
+            wide.goto(urljoin(base, f'{name}.html'), wait_until='load')
+            if '$' in markdown_text(ROOT/'nbs'/f'{name}.ipynb'):
+                wide.wait_for_function('() => window.MathJax && MathJax.startup && MathJax.startup.promise', timeout=15_000)
+                wide.evaluate('() => MathJax.startup.promise')
+            r = wide.evaluate(READER_JS)
+            # a column for reading code: >= 1,000 px at 1,440 (issue 14; it was ~688)
+            assert r['column'] >= 1000, f'{name}: content column {r["column"]} px at 1440'
+            total_cells += r['cells']; total_scrolling += r['scrolling']
+            # wide tables scroll inside their own box, never cut at the column's edge
+            for sw, cw, overflow, over_edge in r['tables']:
+                assert over_edge <= 1, f'{name}: a table runs {over_edge:.0f} px past the column'
+                if sw > cw + 1: assert overflow in ('auto', 'scroll'), f'{name}: a table wider than its box that cannot scroll'
+            # figures: at least 80% of their own size (the notebook's width), or the full column when they are wider than
+            # it; a caption and alt text from the notebook; a click opens the image itself
+            for f in r['figs']:
+                target = min(f['natural'], f['box'])
+                assert f['shown'] >= 0.8 * target, f'{name}: {f["src"]} shown {f["shown"]} px of {f["natural"]} (box {f["box"]})'
+                assert f['caption'], f'{name}: {f["src"]} has no caption'
+                assert f['alt'] and not f['alt'].endswith('.png'), f'{name}: {f["src"]} alt text is {f["alt"]!r}'
+                assert f['link'].endswith(f['src']), f'{name}: {f["src"]} does not link to its full-size image'
+            # math: no $ left in the text (all typeset)
+            assert not r['dollars'], f'{name}: untypeset $ in {r["dollars"][:3]}'
+            # the implementation is on the page: every exported public def/class (folded or not)
+            if name != 'index':
+                missing = [n for n in api_names(ROOT/'nbs'/f'{name}.ipynb') if not re.search(rf'\b(def|class) {n}\b', r['code'])]
+                assert not missing, f'{name}: the code of {missing[:5]} is not on the page'
+                num = build.chapter_number(name)
+                assert plain(wide.locator('article h1').first.inner_text()).startswith(f'{num}. '), f'{name}: no chapter number in the title'
+                assert r['copy'] > 0, f'{name}: no copy buttons on the code'
+            if name == 'index':
+                for stem in chapters:
+                    assert any(t.startswith(f'{build.chapter_number(stem)}. ') for t in r['sidebar']), f'sidebar lacks chapter {stem}'
+            # every widget note sits right after (or in) a cell that shows a figure
+            notes = wide.eval_on_selector_all('article div.cell', """cells => cells.map((c, i) => [c.innerText.includes('Interactive widget'),
+                !!c.querySelector('img') || (i > 0 && !!cells[i - 1].querySelector('img'))]).filter(x => x[0] && !x[1])""")
+            assert not notes, f'{name}: a widget with no static figure beside it'
+            if name in SHOT_PAGES: wide.screenshot(path=str(ARTIFACTS/f'docs-{name}-1440.png'))
+        # fewer than 10% of code cells scroll sideways at 1440 (issue 14; it was 301 of 319)
+        assert total_scrolling < 0.10 * total_cells, f'{total_scrolling} of {total_cells} code cells scroll sideways at 1440 px'
+
+        # folded code: 05's ASPP module behind a toggle that says what is inside; opening it shows the class
+        wide.goto(urljoin(base, '05_aspp.html'), wait_until='load')
+        toggles = wide.locator('article details summary').all_inner_texts()
+        assert any(re.match(r'Show the (code|test)', t) for t in toggles), toggles[:5]
+        fold = wide.locator('article details', has=wide.locator('summary', has_text=re.compile(r'Show the code of ASPP\b'))).first
+        assert re.search(r'Show the code of ASPP \(\d+ lines\)', fold.locator('summary').inner_text())
+        assert not fold.locator('pre').is_visible()
+        fold.locator('summary').click()
+        assert fold.locator('pre').is_visible() and 'class ASPP' in fold.locator('pre').inner_text()
+
+        # the API reference: every public name, grouped by module, each linking to its chapter's definition
+        wide.goto(urljoin(base, f'{build.API_PAGE}.html'), wait_until='load')
+        if build.API_PAGE in SHOT_PAGES: wide.screenshot(path=str(ARTIFACTS/f'docs-{build.API_PAGE}-1440.png'))
+        links = wide.eval_on_selector_all('article a.reference', 'els => els.map(a => [a.innerText.trim(), a.href])')
+        for stem in chapters:
+            module = build._default_exp(stem)
+            for n in build.public_names(module) if module else []:
+                hrefs = [h for t, h in links if t in (n, f'{n}()')]   # (names such as BACKBONES exist in several modules)
+                assert any(urlparse(h).path.endswith(f'/{stem}.html') and urlparse(h).fragment == f'{module}.{n}' for h in hrefs), \
+                    f'API page: {module}.{n} does not link to {stem}.html ({hrefs[:3]})'
+        defined = set(wide.eval_on_selector_all('[id]', 'els => els.map(e => e.id)'))
+        wide.goto(urljoin(base, '07_model.html'), wait_until='load')
+        assert 'deeplab_nb.model.build_model' in set(wide.eval_on_selector_all('[id]', 'els => els.map(e => e.id)'))
+        wide.goto(urljoin(base, 'genindex.html'), wait_until='load')
+        assert 'build_model' in wide.locator('article').inner_text(), 'the general index lacks build_model'
+        # search: a public name's definition comes first
+        for name, stem in (('build_model', '07_model'), ('ASPP', '05_aspp'), ('Decoder', '06_decoder')):
+            wide.goto(urljoin(base, f'search.html?q={name}'), wait_until='load')
+            wide.wait_for_selector('#search-results ul li a', timeout=15_000)
+            first = wide.eval_on_selector('#search-results ul li a', 'a => a.href')
+            assert urlparse(first).path.endswith(f'/{stem}.html'), f'search {name!r}: first hit {first}'
+
+        # a phone: the page never scrolls sideways; screenshots
+        phone = browser.new_page(viewport={'width': 390, 'height': 844})
+        for name in names + [build.API_PAGE]:
+            phone.goto(urljoin(base, f'{name}.html'), wait_until='load')
+            width = phone.evaluate('() => document.documentElement.scrollWidth')
+            assert width <= 390, f'{name}: the page is {width} px wide on a 390-px phone'
+            if name in SHOT_PAGES: phone.screenshot(path=str(ARTIFACTS/f'docs-{name}-390.png'))
+        browser.close()
+    for name in SHOT_PAGES:
+        for w in (1440, 390): assert (ARTIFACTS/f'docs-{name}-{w}.png').stat().st_size > 10_000
+
+
+def test_downloaded_chapter_runs(site, tmp_path):
+    "A page's download is its source notebook (from nbs/, cleaned), and it runs in a fresh kernel with the package."
+    import urllib.request
+    out, base = site
+    page = (out/f'{LIGHT_CHAPTER}.html').read_text()
+    href = re.search(r'href="([^"]+\.ipynb)"[^>]*\n?[^>]*btn-download-source-button', page) or re.search(r'href="(_sources/[^"]+\.ipynb)"', page)
+    assert href, 'no .ipynb download on the page'
+    data = urllib.request.urlopen(urljoin(base + f'{LIGHT_CHAPTER}.html', href.group(1))).read()
+    nb = json.loads(data)
+    source = _source_notebook(LIGHT_CHAPTER)
+    test_eq_cells = [''.join(c['source']) for c in nb['cells']] == [''.join(c['source']) for c in source['cells']]
+    assert test_eq_cells, 'the download is not the notebook in nbs/'
+    assert any(re.match(r'#\|\s*default_exp', ''.join(c['source'])) for c in nb['cells']), 'the download is a processed copy'
+    import nbformat
+    from nbclient import NotebookClient
+    path = tmp_path/f'{LIGHT_CHAPTER}.ipynb'
+    path.write_bytes(data)
+    env_pp = os.environ.get('PYTHONPATH')
+    os.environ['PYTHONPATH'] = str(ROOT) + (os.pathsep + env_pp if env_pp else '')   # the kernel imports this checkout's package
+    try:
+        run = nbformat.read(str(path), as_version=4)
+        NotebookClient(run, timeout=300, kernel_name='python3', resources={'metadata': {'path': str(tmp_path)}}).execute()
+    finally:
+        if env_pp is None: os.environ.pop('PYTHONPATH', None)
+        else: os.environ['PYTHONPATH'] = env_pp
+    errors = [o for c in run.cells if c.cell_type == 'code' for o in c.get('outputs', []) if o.get('output_type') == 'error']
+    assert not errors, errors[:1]
