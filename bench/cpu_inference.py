@@ -3,12 +3,13 @@ the CPU default model, at 513x513, random-but-fixed weights (seed 0, random BN s
 
 For each model, in one run and timed interleaved (every candidate once per round, medians over the rounds): the
 model as it is (fp32 eager), `for_cpu(model)` (fp32 prepared), `for_cpu(model, 'bf16')`, the prepared model under
-`torch.compile` (inductor with freezing; first models only, see --compile), ONNX Runtime and OpenVINO on the
+`torch.compile` (inductor with freezing; only the models named by --compile), ONNX Runtime and OpenVINO on the
 `torch.onnx` export of the same model, torchvision's DeepLabv3-ResNet-101 (same weights policy) as the per-Multiply-Add
 reference, and a 2048^3 sgemm as the machine's yardstick. Then time per image against image size for ResNet-101 and a
 per-operator profile of the prepared fp32 ResNet-101. Writes bench.json, bench.txt and profile.txt to --out.
 
     python bench/cpu_inference.py                 # about 5-8 minutes on 2 cores
+    python bench/cpu_inference.py --compile deeplabv3plus_resnet101   # also torch.compile (+1-2 minutes idle)
     python bench/cpu_inference.py --repeats 3 --models deeplabv3plus_xception_tiny --sizes 129 257   # a quick look
 
 Peers are optional (pip install 'deeplab_nb[bench]'): a missing one is reported and skipped.
@@ -57,8 +58,7 @@ def onnx_runners(onnx_path, image, threads):
         import onnxruntime
         options = onnxruntime.SessionOptions(); options.intra_op_num_threads = threads
         session = onnxruntime.InferenceSession(str(onnx_path), options, providers=['CPUExecutionProvider'])
-        feed = {'image': image.numpy()}
-        runners['ONNX Runtime fp32'] = lambda: session.run(None, feed)
+        runners['ONNX Runtime fp32'] = lambda session=session, feed={'image': image.numpy()}: session.run(None, feed)
         notes['onnxruntime'] = onnxruntime.__version__
     else: notes['onnxruntime'] = 'not installed'
     if importlib.util.find_spec('openvino'):
@@ -67,8 +67,8 @@ def onnx_runners(onnx_path, image, threads):
         for precision in ('f32', 'bf16') if native_bf16() else ('f32',):
             net = core.compile_model(str(onnx_path), 'CPU', {'INFERENCE_PRECISION_HINT': precision,
                                                              'INFERENCE_NUM_THREADS': threads, 'PERFORMANCE_HINT': 'LATENCY'})
-            request, feed = net.create_infer_request(), {0: image.numpy()}
-            runners[f'OpenVINO {precision}'] = (lambda request=request, feed=feed: request.infer(feed))
+            runners[f'OpenVINO {precision}'] = (lambda request=net.create_infer_request(), feed={0: image.numpy()}:
+                                                request.infer(feed))
         notes['openvino'] = openvino.__version__
     else: notes['openvino'] = 'not installed'
     return runners, notes
@@ -78,8 +78,9 @@ def bench_model(name, size, repeats, compile_it, tv, folder, threads):
     "One model: Multiply-Adds and every candidate's median latency, timed in the same rounds as sgemm and torchvision."
     model, image = fixed_model(name), torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     madds = count_madds(model, image)
-    calls, compile_seconds = {'sgemm 2048^3': sgemm_call(), 'torchvision DeepLabv3-R101 fp32 eager': lambda: tv[0](image),
-                              'fp32 eager': lambda: model(image)}
+    calls = {'sgemm 2048^3': sgemm_call(), 'torchvision DeepLabv3-R101 fp32 eager': lambda: tv[0](image),
+             'fp32 eager': lambda: model(image)}
+    compile_seconds = {}
     prepared = for_cpu(model)
     calls['fp32 prepared'] = lambda: prepared(image)
     if native_bf16():
@@ -160,13 +161,18 @@ def table(results, tv_madds):
     return '\n'.join(lines)
 
 
+def save(out, record):
+    "Write what is measured so far (a run cut short still leaves its finished models)."
+    (out / 'bench.json').write_text(json.dumps(record, indent=1))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--models', nargs='+', default=MODELS)
     parser.add_argument('--size', type=int, default=513)
-    parser.add_argument('--repeats', type=int, default=5)
-    parser.add_argument('--compile', nargs='*', default=['deeplabv3plus_resnet101', 'deeplabv3plus_xception_tiny'],
-                        help='models also timed under torch.compile (compiling takes 30-60 s each on 2 cores)')
+    parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--compile', nargs='*', default=[],
+                        help='models also timed under torch.compile (compiling takes 30-60 s per model and precision on 2 idle cores, minutes under load)')
     parser.add_argument('--sizes', nargs='*', type=int, default=[129, 257, 385, 513], help='size sweep (ResNet-101)')
     parser.add_argument('--sweep-model', default='deeplabv3plus_resnet101')
     parser.add_argument('--threads', type=int, default=os.cpu_count())
@@ -183,7 +189,9 @@ def main(argv=None):
         for name in args.models:
             results.append(bench_model(name, args.size, args.repeats, name in args.compile, tv, folder, args.threads))
             print(f'{name}: done at {time.time() - started:.0f} s', file=sys.stderr, flush=True)
-    sweep = size_sweep(args.sweep_model, args.sizes, max(3, args.repeats - 2)) if args.sizes else None
+            save(out, dict(results=results, rows={r['model']: rows(r, tv_madds) for r in results}, partial=True))
+    sweep = size_sweep(args.sweep_model, args.sizes, args.repeats) if args.sizes else None
+    save(out, dict(results=results, rows={r['model']: rows(r, tv_madds) for r in results}, sweep=sweep, partial=True))
     summary, by_op, by_shape = profile(args.sweep_model, args.size)
     text = table(results, tv_madds)
     environment = dict(torch=torch.__version__, threads=args.threads, native_bf16=native_bf16(),
@@ -195,7 +203,7 @@ def main(argv=None):
                        f"{environment['seconds']:.0f} s")
     record = dict(environment=environment, results=results, rows={r['model']: rows(r, tv_madds) for r in results},
                   sweep=sweep, profile=summary)
-    (out / 'bench.json').write_text(json.dumps(record, indent=1))
+    save(out, record)
     (out / 'bench.txt').write_text(text + '\n')
     (out / 'profile.txt').write_text(f"prepared fp32 {args.sweep_model} {args.size}x{args.size}, one pass, "
                                      f"{args.threads} threads\n\nby operator\n{by_op}\nby operator and input shape\n{by_shape}")
