@@ -1,0 +1,213 @@
+"""CPU inference benchmark of issue 16 (chapter 13a_cpu): DeepLabv3+ ResNet-101 and Xception-65 at output stride 16 and
+the CPU default model, at 513x513, random-but-fixed weights (seed 0, random BN statistics).
+
+For each model, in one run and timed interleaved (every candidate once per round, medians over the rounds): the
+model as it is (fp32 eager), `for_cpu(model)` (fp32 prepared), `for_cpu(model, 'bf16')`, the prepared model under
+`torch.compile` (inductor with freezing; only the models named by --compile), ONNX Runtime and OpenVINO on the
+`torch.onnx` export of the same model, torchvision's DeepLabv3-ResNet-101 (same weights policy) as the per-Multiply-Add
+reference, and a 2048^3 sgemm as the machine's yardstick. Then time per image against image size for ResNet-101 and a
+per-operator profile of the prepared fp32 ResNet-101. Writes bench.json, bench.txt and profile.txt to --out.
+
+    python bench/cpu_inference.py                 # about 5-8 minutes on 2 cores
+    python bench/cpu_inference.py --compile deeplabv3plus_resnet101   # also torch.compile (+1-2 minutes idle)
+    python bench/cpu_inference.py --repeats 3 --models deeplabv3plus_xception_tiny --sizes 129 257   # a quick look
+
+Peers are optional (pip install 'deeplab_nb[bench]'): a missing one is reported and skipped.
+"""
+import argparse, importlib.util, json, logging, os, platform, sys, tempfile, time, warnings
+from pathlib import Path
+
+import torch
+
+from deeplab_nb.cpu import export_onnx, for_cpu, median_times, native_bf16, sgemm_call
+from deeplab_nb.model import build_model
+from deeplab_nb.resnet import randomize_batchnorm
+from deeplab_nb.separable import count_madds
+
+MODELS = ('deeplabv3plus_resnet101', 'deeplabv3plus_xception65', 'deeplabv3plus_xception_tiny')
+SGEMM_FLOP = 2 * 2048 ** 3
+
+
+def fixed_model(name):
+    "The model `name` (21 classes, OS 16) with random-but-fixed weights and BN statistics, in eval mode."
+    torch.manual_seed(0)
+    return randomize_batchnorm(build_model(name, num_classes=21)).eval()
+
+
+def torchvision_deeplabv3():
+    "torchvision's DeepLabv3-ResNet-101 (21 classes, no aux head), random-but-fixed weights, returning the logits only."
+    import torchvision
+    torch.manual_seed(0)
+    net = randomize_batchnorm(torchvision.models.segmentation.deeplabv3_resnet101(weights=None, weights_backbone=None,
+                                                                                   num_classes=21, aux_loss=False)).eval()
+    return lambda x: net(x)['out'], net
+
+
+def compiled(model, image):
+    "`model` under torch.compile (inductor, freezing: weights constant-folded and prepacked), compiled for `image`."
+    net = torch.compile(model, options={'freezing': True})
+    start = time.perf_counter()
+    with torch.no_grad(): net(image)
+    return net, time.perf_counter() - start
+
+
+def onnx_runners(onnx_path, image, threads):
+    "name -> call for ONNX Runtime (fp32) and OpenVINO (f32, and bf16 where native), whichever are installed."
+    runners, notes = {}, {}
+    if importlib.util.find_spec('onnxruntime'):
+        import onnxruntime
+        options = onnxruntime.SessionOptions(); options.intra_op_num_threads = threads
+        session = onnxruntime.InferenceSession(str(onnx_path), options, providers=['CPUExecutionProvider'])
+        runners['ONNX Runtime fp32'] = lambda session=session, feed={'image': image.numpy()}: session.run(None, feed)
+        notes['onnxruntime'] = onnxruntime.__version__
+    else: notes['onnxruntime'] = 'not installed'
+    if importlib.util.find_spec('openvino'):
+        import openvino
+        core = openvino.Core()
+        for precision in ('f32', 'bf16') if native_bf16() else ('f32',):
+            net = core.compile_model(str(onnx_path), 'CPU', {'INFERENCE_PRECISION_HINT': precision,
+                                                             'INFERENCE_NUM_THREADS': threads, 'PERFORMANCE_HINT': 'LATENCY'})
+            runners[f'OpenVINO {precision}'] = (lambda request=net.create_infer_request(), feed={0: image.numpy()}:
+                                                request.infer(feed))
+        notes['openvino'] = openvino.__version__
+    else: notes['openvino'] = 'not installed'
+    return runners, notes
+
+
+def bench_model(name, size, repeats, compile_it, tv, folder, threads):
+    "One model: Multiply-Adds and every candidate's median latency, timed in the same rounds as sgemm and torchvision."
+    model, image = fixed_model(name), torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    madds = count_madds(model, image)
+    calls = {'sgemm 2048^3': sgemm_call(), 'torchvision DeepLabv3-R101 fp32 eager': lambda: tv[0](image),
+             'fp32 eager': lambda: model(image)}
+    compile_seconds = {}
+    prepared = for_cpu(model)
+    calls['fp32 prepared'] = lambda: prepared(image)
+    if native_bf16():
+        prepared_bf16 = for_cpu(model, 'bf16')
+        calls['bf16 prepared'] = lambda: prepared_bf16(image)
+    if compile_it:
+        net, compile_seconds['fp32'] = compiled(prepared, image)
+        calls['fp32 prepared + torch.compile'] = lambda: net(image)
+        if native_bf16():
+            net_bf16, compile_seconds['bf16'] = compiled(prepared_bf16, image)
+            calls['bf16 prepared + torch.compile'] = lambda: net_bf16(image)
+    start = time.perf_counter()
+    onnx_path = export_onnx(model, Path(folder) / f'{name}.onnx', (size, size))
+    export_seconds = time.perf_counter() - start
+    peers, versions = onnx_runners(onnx_path, image, threads)
+    calls.update(peers)
+    seconds = median_times(calls, repeats)
+    return dict(model=name, size=size, madds=madds, seconds=seconds, compile_seconds=compile_seconds,
+                onnx_export_seconds=export_seconds, versions=versions)
+
+
+def rows(result, tv_madds):
+    "The table rows of one model: latency, GFLOP/s, % of sgemm, vs torchvision per Multiply-Add, vs ONNX Runtime."
+    seconds, flop = result['seconds'], 2 * result['madds']
+    sgemm_rate = SGEMM_FLOP / seconds['sgemm 2048^3']
+    tv_seconds_per_madd = seconds['torchvision DeepLabv3-R101 fp32 eager'] / tv_madds
+    ort = seconds.get('ONNX Runtime fp32')
+    out = []
+    for candidate, latency in seconds.items():
+        if candidate.startswith(('sgemm', 'torchvision')): continue
+        out.append(dict(candidate=candidate, seconds=latency, gflops=flop / latency / 1e9,
+                        percent_sgemm=100 * flop / latency / sgemm_rate,
+                        vs_torchvision_per_madd=tv_seconds_per_madd / (latency / result['madds']),
+                        vs_onnxruntime=None if ort is None else ort / latency,
+                        vs_fp32_eager=seconds['fp32 eager'] / latency))
+    return out
+
+
+def size_sweep(name, sizes, repeats):
+    "Median time per image at each size for the model as it is, prepared fp32 and prepared bf16 (interleaved)."
+    model = fixed_model(name)
+    prepared, sweep = for_cpu(model), {}
+    prepared_bf16 = for_cpu(model, 'bf16') if native_bf16() else None
+    for size in sizes:
+        image = torch.rand(1, 3, size, size)
+        calls = {'fp32 eager': lambda: model(image), 'fp32 prepared': lambda: prepared(image)}
+        if prepared_bf16 is not None: calls['bf16 prepared'] = lambda: prepared_bf16(image)
+        sweep[size] = median_times(calls, repeats)
+    return dict(model=name, seconds=sweep)
+
+
+def profile(name, size):
+    "Per-operator (and per input shape) CPU time of the prepared fp32 model: where the time goes."
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+    prepared, image = for_cpu(fixed_model(name)), torch.rand(1, 3, size, size)
+    with torch.no_grad():
+        prepared(image)
+        with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof: prepared(image)
+    averages = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in averages)
+    by_op = averages.table(sort_by='self_cpu_time_total', row_limit=12)
+    by_shape = prof.key_averages(group_by_input_shape=True).table(sort_by='self_cpu_time_total', row_limit=15)
+    conv = sum(e.self_cpu_time_total for e in averages if 'conv' in e.key)
+    return dict(model=name, size=size, total_ms=total / 1e3, convolution_share=conv / total), by_op, by_shape
+
+
+def table(results, tv_madds):
+    "The printed table."
+    lines = [f"{'model':28} {'GMAC':>6} {'candidate':32} {'latency s':>9} {'GFLOP/s':>8} {'% sgemm':>8} "
+             f"{'vs tv/MAdd':>10} {'vs ORT':>7} {'vs eager':>8}"]
+    for result in results:
+        for row in rows(result, tv_madds):
+            ort = '' if row['vs_onnxruntime'] is None else f"{row['vs_onnxruntime']:.2f}x"
+            lines.append(f"{result['model']:28} {result['madds'] / 1e9:6.1f} {row['candidate']:32} {row['seconds']:9.3f} "
+                         f"{row['gflops']:8.1f} {row['percent_sgemm']:7.0f}% {row['vs_torchvision_per_madd']:9.2f}x "
+                         f"{ort:>7} {row['vs_fp32_eager']:7.2f}x")
+        lines.append(f"{'':28} sgemm 2048^3 in the same rounds: {SGEMM_FLOP / result['seconds']['sgemm 2048^3'] / 1e9:.1f} GFLOP/s")
+    return '\n'.join(lines)
+
+
+def save(out, record):
+    "Write what is measured so far (a run cut short still leaves its finished models)."
+    (out / 'bench.json').write_text(json.dumps(record, indent=1))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--models', nargs='+', default=MODELS)
+    parser.add_argument('--size', type=int, default=513)
+    parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--compile', nargs='*', default=[],
+                        help='models also timed under torch.compile (compiling takes 30-60 s per model and precision on 2 idle cores, minutes under load)')
+    parser.add_argument('--sizes', nargs='*', type=int, default=[129, 257, 385, 513], help='size sweep (ResNet-101)')
+    parser.add_argument('--sweep-model', default='deeplabv3plus_resnet101')
+    parser.add_argument('--threads', type=int, default=os.cpu_count())
+    parser.add_argument('--out', default='data/results/cpu_inference')
+    args = parser.parse_args(argv)
+    warnings.filterwarnings('ignore'); logging.getLogger('torch.onnx').setLevel(logging.ERROR)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
+    started, load_before = time.time(), os.getloadavg()
+    tv = torchvision_deeplabv3()
+    tv_madds = count_madds(tv[1], torch.rand(1, 3, args.size, args.size))
+    results = []
+    with tempfile.TemporaryDirectory() as folder:
+        for name in args.models:
+            results.append(bench_model(name, args.size, args.repeats, name in args.compile, tv, folder, args.threads))
+            print(f'{name}: done at {time.time() - started:.0f} s', file=sys.stderr, flush=True)
+            save(out, dict(results=results, rows={r['model']: rows(r, tv_madds) for r in results}, partial=True))
+    sweep = size_sweep(args.sweep_model, args.sizes, args.repeats) if args.sizes else None
+    save(out, dict(results=results, rows={r['model']: rows(r, tv_madds) for r in results}, sweep=sweep, partial=True))
+    summary, by_op, by_shape = profile(args.sweep_model, args.size)
+    text = table(results, tv_madds)
+    environment = dict(torch=torch.__version__, threads=args.threads, native_bf16=native_bf16(),
+                       avx512_bf16=torch.cpu._is_avx512_bf16_supported(), amx=torch.cpu._is_amx_tile_supported(),
+                       cpu=platform.processor() or platform.machine(), load_average_before=load_before,
+                       load_average_after=os.getloadavg(), seconds=time.time() - started,
+                       torchvision_deeplabv3_madds=tv_madds, date=time.strftime('%Y-%m-%d %H:%M'))
+    print(text); print(f"load average before {load_before}, after {environment['load_average_after']}; "
+                       f"{environment['seconds']:.0f} s")
+    record = dict(environment=environment, results=results, rows={r['model']: rows(r, tv_madds) for r in results},
+                  sweep=sweep, profile=summary)
+    save(out, record)
+    (out / 'bench.txt').write_text(text + '\n')
+    (out / 'profile.txt').write_text(f"prepared fp32 {args.sweep_model} {args.size}x{args.size}, one pass, "
+                                     f"{args.threads} threads\n\nby operator\n{by_op}\nby operator and input shape\n{by_shape}")
+    return record
+
+
+if __name__ == '__main__': main()
