@@ -361,7 +361,7 @@ def amp_dtype(amp:str, device:torch.device):
     if amp == 'fp16' and device.type != 'cuda': raise ValueError("amp='fp16' needs a CUDA device: use bf16 or off on a CPU")
     return {'bf16': torch.bfloat16, 'fp16': torch.float16}[amp]
 
-# %% ../nbs/14_training.ipynb #b0c61fa4
+# %% ../nbs/14_training.ipynb #e46f0ef7
 class InMemory(Dataset):
     "A dataset's items decoded and checked once and kept in memory; its `transforms` still run on every access."
     def __init__(self, dataset):
