@@ -360,9 +360,12 @@ def init_distributed() -> tuple:
 def resolve_device(device:str='auto', local_rank:int=0) -> torch.device:
     "'auto' -> this process's GPU when there is one, else the CPU; anything else as torch.device, checked."
     if device == 'auto': return torch.device(f'cuda:{local_rank}' if torch.cuda.is_available() else 'cpu')
-    device = torch.device(device)
+    try: device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError): raise ValueError(f"device={device!r} is not a device: use auto, cpu, cuda, cuda:1, ...") from None
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise ValueError(f"device={str(device)!r} but PyTorch sees no CUDA GPU here: use --device cpu (or auto)")
+    if device.type == 'cuda' and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device={str(device)!r} but PyTorch sees {torch.cuda.device_count()} GPU(s) here: use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
     return device
 
 # %% ../nbs/14_training.ipynb #8ff943ba
@@ -434,7 +437,7 @@ def amp_dtype(amp:str, device:torch.device):
     if amp == 'fp16' and device.type != 'cuda': raise ValueError("amp='fp16' needs a CUDA device: use bf16 or off on a CPU")
     return {'bf16': torch.bfloat16, 'fp16': torch.float16}[amp]
 
-# %% ../nbs/14_training.ipynb #ed7b08e2
+# %% ../nbs/14_training.ipynb #0783949c
 class InMemory(Dataset):
     "A dataset's items decoded and checked once and kept in memory; its `transforms` still run on every access."
     def __init__(self, dataset):
