@@ -7,7 +7,7 @@ __all__ = ['MADDS_SIZE', 'STUDY_STEPS', 'SEEDS', 'STUDY_DEFAULTS', 'STUDY', 'REC
            'study_config', 'run_id', 'inference_madds', 'inference_sweep', 'torch_threads', 'study_run', 'study_status',
            'run_study', 'study_cli']
 
-# %% ../nbs/16_experiments.ipynb #60f8d892
+# %% ../nbs/16_experiments.ipynb #d35ed7b7
 import json, multiprocessing, os, platform, sys, tempfile, time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -29,7 +29,7 @@ from .synthetic import synthetic_dataset
 from .training import TrainConfig, Trainer, load_checkpoint, read_log, smooth
 from .transforms import unpad
 
-# %% ../nbs/16_experiments.ipynb #833cefb4
+# %% ../nbs/16_experiments.ipynb #92f1cc43
 MADDS_SIZE = 193  # Multiply-Adds are counted on one MADDS_SIZE x MADDS_SIZE image (the bundled images' 513)
 STUDY_STEPS = 8000  # N: every run of the study trains this long (the convergence check doubles it)
 SEEDS = (0, 1, 2, 3, 4)  # paired: seed s of every configuration sees the same data order and augmentation
@@ -44,7 +44,7 @@ STUDY_DEFAULTS = dict(
     madds_size=MADDS_SIZE,  # image side at which Multiply-Adds are counted
 )
 
-# %% ../nbs/16_experiments.ipynb #f8f8153a
+# %% ../nbs/16_experiments.ipynb #01d7ae45
 STUDY = {  # configuration -> what it changes from STUDY_DEFAULTS (nested dicts are merged); channels: the paper's / 4
     'baseline': {},  # DeepLabv3+ as the paper builds it (head at a quarter width), trained as deeplab_nb_train does
     'no_decoder': dict(model='deeplabv3_xception_tiny'),  # DeepLabv3: logits bilinearly upsampled x16 (Table 3)
@@ -68,7 +68,7 @@ STUDY = {  # configuration -> what it changes from STUDY_DEFAULTS (nested dicts 
     'long': dict(train=dict(steps=2 * STUDY_STEPS)),  # the convergence check: the baseline trained for 2N steps
 }
 
-# %% ../nbs/16_experiments.ipynb #37a80e95
+# %% ../nbs/16_experiments.ipynb #f979ba69
 RECORDED_FIELDS = tuple(f for f in TrainConfig.__dataclass_fields__ if f not in ('device', 'workers', 'checkpoint_every', 'run_dir'))
 
 def _merge(base:dict, changes:dict) -> dict:
@@ -97,7 +97,7 @@ def study_config(name:str,  # a key of STUDY
 
 def run_id(name:str, seed:int) -> str: return f'{name}-seed{seed}'
 
-# %% ../nbs/16_experiments.ipynb #770dd55a
+# %% ../nbs/16_experiments.ipynb #b1553c63
 def inference_madds(model:torch.nn.Module,  # a DeepLab model
                     output_stride:int=None,  # count at this output stride (the model is restored); None: its own
                     scales=(1.0,),  # one forward pass per scale, on a ((size-1)*s+1)-pixel square
@@ -112,7 +112,7 @@ def inference_madds(model:torch.nn.Module,  # a DeepLab model
             total += count_madds(model, torch.zeros(1, 3, side, side, device=device))
     return total * (2 if flip else 1)
 
-# %% ../nbs/16_experiments.ipynb #47d742f4
+# %% ../nbs/16_experiments.ipynb #3a171e19
 ROWS = {'': ([1.0], False), '_flip': ([1.0], True), '_ms': (None, False), '_ms_flip': (None, True)}  # key suffix -> (scales, flip); None: the MS set
 
 def inference_sweep(model:torch.nn.Module,  # a segmentation model
@@ -146,7 +146,7 @@ def inference_sweep(model:torch.nn.Module,  # a segmentation model
                 matrices[row].update(unpad(average, (height, width))[0].argmax(0).cpu(), mask)
     return {row: dict(miou=matrix.miou(), iou=matrix.iou().tolist()) for row, matrix in matrices.items()}
 
-# %% ../nbs/16_experiments.ipynb #dcfe2e40
+# %% ../nbs/16_experiments.ipynb #e2985081
 @contextmanager
 def torch_threads(count:int=None):  # intra-op threads inside the block; None: leave as is
     "Within the block, PyTorch runs on `count` threads; the previous number is restored afterwards."
@@ -155,7 +155,7 @@ def torch_threads(count:int=None):  # intra-op threads inside the block; None: l
     try: yield
     finally: torch.set_num_threads(previous)
 
-# %% ../nbs/16_experiments.ipynb #de0d6a5b
+# %% ../nbs/16_experiments.ipynb #5d6efa4e
 _REPO = Path(deeplab_nb.__file__).resolve().parent.parent
 RECORDS = _REPO / 'data' / 'results' / 'ablations'  # one JSON record per finished run (committed)
 RUN_ROOT = _REPO / 'runs' / 'study'  # checkpoints and logs of the runs (not committed: runs/ is git-ignored)
@@ -185,7 +185,7 @@ def _study_trainer(config:dict, run_dir:Path, progress:bool) -> Trainer:
         return Trainer.resume(run_dir, model=model, progress=progress)
     return Trainer(TrainConfig(**train, run_dir=str(run_dir), checkpoint_every=500), model=model, progress=progress)
 
-# %% ../nbs/16_experiments.ipynb #9addc188
+# %% ../nbs/16_experiments.ipynb #6853a248
 def study_run(name:str,  # a key of STUDY
               seed:int=0,  # the pairing seed
               records=None,  # folder of the records; None: RECORDS
@@ -230,7 +230,7 @@ def study_run(name:str,  # a key of STUDY
     _write_json(path, record)
     return _plain(record)
 
-# %% ../nbs/16_experiments.ipynb #c5e2fb81
+# %% ../nbs/16_experiments.ipynb #4683ddf7
 def _locked(lock:Path) -> bool:
     "True when `lock` names a live process (another runner is training that run)."
     try: pid = int(lock.read_text())
@@ -291,7 +291,7 @@ def run_study(names=None,  # configurations (keys of STUDY); None: all of them
     folder = Path(kwargs.get('records') or RECORDS)
     return [json.loads((folder / f'{run_id(*pair)}.json').read_text()) for pair in pairs if (folder / f'{run_id(*pair)}.json').exists()]
 
-# %% ../nbs/16_experiments.ipynb #f2d80f92
+# %% ../nbs/16_experiments.ipynb #d040c7cf
 @call_parse
 def study_cli(names:str=None,  # comma-separated configurations (default: all of STUDY, in its order)
               seeds:str='0,1,2,3,4',  # comma-separated pairing seeds

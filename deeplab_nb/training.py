@@ -437,7 +437,7 @@ def amp_dtype(amp:str, device:torch.device):
     if amp == 'fp16' and device.type != 'cuda': raise ValueError("amp='fp16' needs a CUDA device: use bf16 or off on a CPU")
     return {'bf16': torch.bfloat16, 'fp16': torch.float16}[amp]
 
-# %% ../nbs/14_training.ipynb #0783949c
+# %% ../nbs/14_training.ipynb #fb7c4f26
 class InMemory(Dataset):
     "A dataset's items decoded and checked once and kept in memory; its `transforms` still run on every access."
     def __init__(self, dataset):
