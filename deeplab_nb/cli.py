@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['user_errors', 'parse_numbers', 'train_cli', 'eval_name', 'iou_table', 'eval_cli', 'image_files', 'full_palette',
-           'predict_cli']
+           'predict_cli', 'export_cli']
 
 # %% ../nbs/15_cli.ipynb #1059f7e9
 import json, sys, time
@@ -14,22 +14,28 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from fastcore.script import call_parse, Param
-from .data import build_dataset, read_image, save_index_png, overlay, voc_colormap, IMAGE_SUFFIXES
+from fastcore.script import call_parse, Param, bool_arg
+from .data import (build_dataset, read_image, save_index_png, overlay, voc_colormap, IMAGE_SUFFIXES, check_number,
+                             check_output_dir, check_output_file)
+from .atrous import check_output_stride
 from .inference import evaluate, predict, multi_scale_predict, evaluating
-from .training import TrainConfig, train, load_trained_model, init_distributed
+from .training import TrainConfig, train, load_trained_model, init_distributed, export_model
 
 # %% ../nbs/15_cli.ipynb #58390fd5
 @contextmanager
-def user_errors(prog:str):
-    "Turn the library's ValueError / FileNotFoundError into `prog: error: ...` on stderr and exit status 1."
+def user_errors(prog:str, debug:bool=False):
+    "Turn the library's ValueError / OSError (file not found, ...) into `prog: error: ...` on stderr and exit status 1; `debug`: the traceback."
     try: yield
-    except (ValueError, FileNotFoundError) as e: sys.exit(f"{prog}: error: {e}")
+    except (ValueError, OSError) as e:
+        if debug: raise
+        sys.exit(f"{prog}: error: {e}")
 
-def parse_numbers(text:str, kind=float, name:str='value') -> list:
-    "'0.5,0.75,1' -> [0.5, 0.75, 1.0]: a comma-separated list of numbers, with a clear error."
-    try: return [kind(v) for v in str(text).split(',') if v.strip()]
-    except ValueError: raise ValueError(f"{name}={text!r}: give comma-separated numbers, e.g. 0.5,0.75,1.0") from None
+def parse_numbers(text:str, kind=float, name:str='value', low=None, low_open:bool=False) -> list:
+    "'0.5,0.75,1' -> [0.5, 0.75, 1.0]: a comma-separated list of finite numbers (each >= `low`), with a clear error."
+    try: values = [kind(v) for v in str(text).split(',') if v.strip()]
+    except ValueError: raise ValueError(f"--{name} {text}: give comma-separated numbers, e.g. 0.5,0.75,1.0") from None
+    if not values: raise ValueError(f"--{name} {text!r}: give at least one number")
+    return [check_number(f'--{name}', v, low, integer=kind is int, low_open=low_open) for v in values]
 
 # %% ../nbs/15_cli.ipynb #e8497dbc
 def _changed(options:dict) -> dict:
@@ -61,6 +67,7 @@ def train_cli(model:str=_D.model,                # model name (deeplab_nb.model.
               bias_lr_mult:float=_D.bias_lr_mult, # learning-rate multiplier of the biases (official: 2)
               weight_decay:float=_D.weight_decay, # L2 factor (default: 1e-4 ResNet, 4e-5 Xception)
               output_stride:int=_D.output_stride, # training output stride: 8, 16 or 32
+              upsample_logits:bool_arg=_D.upsample_logits, # loss on logits upsampled to the labels (paper); False: labels downsampled (section 4)
               freeze_bn:bool=_D.freeze_bn,       # freeze batch norm (eval mode, fixed gamma/beta)
               bn_momentum:float=_D.bn_momentum,  # BN running-average momentum (official: 3e-4 Xception, 0.05 ResNet)
               pretrained:bool=_D.pretrained,     # start from ImageNet weights (needs the weight file)
@@ -72,14 +79,19 @@ def train_cli(model:str=_D.model,                # model name (deeplab_nb.model.
               checkpoint_every:int=_D.checkpoint_every, # checkpoint every N steps (and at the end)
               run_dir:str=_D.run_dir,            # output folder (default: runs/<model>-<dataset>-<time>)
               resume:str=None,                   # continue the run of this checkpoint.pt or run directory
+              overwrite:bool=False,              # replace the run already in --run_dir (else that is refused)
+              classes:str=None,                  # folder dataset: comma-separated class names, label 0 first (default: <root>/classes.txt)
               quiet:bool=False,                  # no progress bar
+              debug:bool=False,                  # show the traceback of an error
              ):
     "Train DeepLabv3+ the paper's way; with no options, a small model on the bundled dataset on a CPU."
-    options, start = {k: v for k, v in locals().items() if k not in ('resume', 'quiet')}, time.time()
-    with user_errors('deeplab_nb_train'):
+    options = {k: v for k, v in locals().items() if k not in ('resume', 'overwrite', 'classes', 'quiet', 'debug')}
+    start = time.time()
+    with user_errors('deeplab_nb_train', debug):
         rank, _, _ = init_distributed()
-        if resume is not None: trainer = train(resume=resume, progress=not quiet, **_changed(options))
-        else: trainer = train(TrainConfig(**options), progress=not quiet)
+        names = None if classes is None else [c.strip() for c in classes.split(',')]
+        if resume is not None: trainer = train(resume=resume, progress=not quiet, overwrite=overwrite, classes=names, **_changed(options))
+        else: trainer = train(TrainConfig(**options), progress=not quiet, overwrite=overwrite, classes=names)
     if rank == 0:
         metrics, cfg = trainer.metrics or {}, trainer.config
         print(f"run directory: {trainer.run_dir}\ncheckpoint: {trainer.run_dir / 'checkpoint.pt'}")
@@ -115,17 +127,27 @@ def eval_cli(checkpoint:str,          # checkpoint.pt or run directory written b
              device:str='auto',       # auto, cpu, cuda, ...
              output:str=None,         # results JSON (default: <run dir>/eval-<split>-os<OS>[-ms][-flip].json)
              quiet:bool=False,        # no progress bar
+             debug:bool=False,        # show the traceback of an error
             ):
-    "mIOU and per-class IOU of a trained checkpoint (optionally multi-scale, flipped, at another output stride, trimap)."
-    with user_errors('deeplab_nb_eval'):
+    "mIOU and per-class IOU of a trained checkpoint or model file (optionally multi-scale, flipped, at another output stride, trimap)."
+    with user_errors('deeplab_nb_eval', debug):
+        scales = parse_numbers(scales, float, 'scales', low=0, low_open=True)
+        widths = parse_numbers(trimap, int, 'trimap', low=0) if trimap else None
+        if output_stride is not None: output_stride = check_output_stride(output_stride)
+        if crop_size is not None: crop_size = check_number('--crop_size', crop_size, 1, integer=True)
+        if output is not None: output = check_output_file(output, '--output')
         model, state = load_trained_model(checkpoint, device)
         config = TrainConfig(**state['config'])
         name, split = dataset or config.dataset, split or config.val_split
+        if not split:
+            raise ValueError(f"the run was trained without a validation split (--val_split ''): name the split to score, e.g. --split val")
         if name == 'voc_aug': name = 'voc'  # its evaluation split is VOC's own
-        data = build_dataset(name, root if root is not None else (config.root if dataset is None else None), split)
-        scales = parse_numbers(scales, float, 'scales')
-        widths = parse_numbers(trimap, int, 'trimap') if trimap else None
-        if output_stride is not None: TrainConfig(output_stride=output_stride)  # the same clear error for 12
+        extra = dict(classes=state['classes']) if name == 'folder' else {}  # the model's classes, in its label order
+        data = build_dataset(name, root if root is not None else (config.root if dataset is None else None), split, **extra)
+        used = output_stride or model.output_stride
+        run_dir = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
+        out = output or check_output_file(run_dir / eval_name(split, used, scales, flip), '--output')
+        out.parent.mkdir(parents=True, exist_ok=True)  # before the evaluation, so that its result has somewhere to go
         result = evaluate(model, data, scales=scales, flip=flip, output_stride=output_stride, trimap_widths=widths,
                           crop_size=crop_size, progress=not quiet)
     used = result['output_stride']
@@ -134,8 +156,6 @@ def eval_cli(checkpoint:str,          # checkpoint.pt or run directory written b
                   iou=[None if v != v else v for v in result['iou']], classes=list(data.classes),
                   pixel_accuracy=float(result['pixel_accuracy']))
     if widths: report['trimap'] = result['trimap']
-    run_dir = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
-    out = Path(output) if output else run_dir / eval_name(split, used, scales, flip)
     out.write_text(json.dumps(report, indent=1) + '\n')
     print(f"mIOU: {_percent(report['miou'])} on {name} {split} ({len(data)} images) at output stride {used}, "
           f"scales {','.join(map(str, scales))}{', flip' if flip else ''}\n{iou_table(report['classes'], report['iou'])}")
@@ -174,13 +194,18 @@ def predict_cli(checkpoint:str,                 # checkpoint.pt or run directory
                 flip:bool=False,                # also average the left-right flipped input
                 alpha:float=0.5,                # opacity of the class colours in the overlays
                 device:str='auto',              # auto, cpu, cuda, ...
+                debug:bool=False,               # show the traceback of an error
                ):
     "Segment images: <stem>.png (class indices, with the palette) and <stem>_overlay.png, one pair per image."
-    with user_errors('deeplab_nb_predict'):
+    with user_errors('deeplab_nb_predict', debug):
+        alpha = check_number('--alpha', alpha, 0, 1, fix='an opacity, e.g. 0.5')
+        scales = parse_numbers(scales, float, 'scales', low=0, low_open=True)
+        if output_stride is not None: output_stride = check_output_stride(output_stride)
+        out = check_output_dir(output_dir, '--output_dir')
+        files = image_files(inputs)
+        for path in files: read_image(path)  # every input decoded once first: a bad file stops the run before any output
         model, state = load_trained_model(checkpoint, device)
-        files, scales = image_files(inputs), parse_numbers(scales, float, 'scales')
-        if output_stride is not None: TrainConfig(output_stride=output_stride)  # the same clear error for 12
-        palette, out = full_palette(state.get('palette')), Path(output_dir)
+        palette = full_palette(state.get('palette'))
         out.mkdir(parents=True, exist_ok=True)
         with evaluating(model, output_stride):
             for path in files:
@@ -190,3 +215,14 @@ def predict_cli(checkpoint:str,                 # checkpoint.pt or run directory
                 save_index_png(mask, out / f'{path.stem}.png', palette)
                 Image.fromarray(overlay(image, mask, palette[:len(state['classes'])], alpha)).save(out / f'{path.stem}_overlay.png')
     print(f"{len(files)} images -> {out}/<name>.png (class indices) and <name>_overlay.png")
+
+# %% ../nbs/15_cli.ipynb #5ccd8c30
+@call_parse
+def export_cli(checkpoint:str,   # checkpoint.pt or run directory written by deeplab_nb_train
+               output:str=None,  # the model file (default: model.pt in the run directory)
+               debug:bool=False, # show the traceback of an error
+              ):
+    "Write a run's trained model as a slim model file (no optimiser state) for deeplab_nb_eval and deeplab_nb_predict."
+    with user_errors('deeplab_nb_export', debug):
+        path = export_model(checkpoint, None if output is None else check_output_file(output, '--output'))
+    print(f"model file: {path} ({path.stat().st_size / 2**20:.1f} MiB)")

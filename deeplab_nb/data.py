@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_data.ipynb #2e7d7d0e
 from __future__ import annotations
-import warnings
+import math, numbers, warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +13,58 @@ from PIL import Image
 from torchvision import tv_tensors
 
 # %% auto #0
-__all__ = ['IGNORE_INDEX', 'VOC_CLASSES', 'VOC_PALETTE', 'VOID_COLOR', 'CONVERTIBLE_MODES', 'MASK_MODES', 'CityscapesLabel',
-           'CITYSCAPES_LABELS', 'CITYSCAPES_CLASSES', 'CITYSCAPES_PALETTE', 'IMAGE_SUFFIXES', 'DATASETS',
-           'voc_colormap', 'colorize', 'overlay', 'read_image', 'read_index_mask', 'check_mask_values',
-           'check_same_size', 'SegmentationDataset', 'fixture_sample', 'save_index_png', 'voc_dir', 'VOCSegmentation',
+__all__ = ['IGNORE_INDEX', 'VOC_CLASSES', 'VOC_PALETTE', 'VOID_COLOR', 'CONVERTIBLE_MODES', 'SIXTEEN_BIT_MODES', 'MASK_MODES',
+           'CityscapesLabel', 'CITYSCAPES_LABELS', 'CITYSCAPES_CLASSES', 'CITYSCAPES_PALETTE', 'IMAGE_SUFFIXES',
+           'CLASSES_FILE', 'DATASETS', 'check_number', 'check_output_dir', 'check_output_file', 'voc_colormap',
+           'colorize', 'overlay', 'read_image', 'read_index_mask', 'check_mask_values', 'check_same_size',
+           'check_classes', 'SegmentationDataset', 'fixture_sample', 'save_index_png', 'voc_dir', 'VOCSegmentation',
            'make_voc_fixture', 'read_sbd_mask', 'check_no_leak', 'train_aug_ids', 'sbd_dir', 'train_aug_files',
            'SBDSegmentation', 'save_sbd_mat', 'make_sbd_fixture', 'cityscapes_id_to_train_id', 'Cityscapes',
-           'make_cityscapes_fixture', 'FolderSegmentation', 'make_folder_fixture', 'build_dataset']
+           'make_cityscapes_fixture', 'FolderSegmentation', 'make_folder_fixture', 'read_classes', 'build_dataset']
+
+# %% ../nbs/09_data.ipynb #da482929
+def check_number(name:str, # the argument, as the user wrote it (e.g. 'lr' or '--lr'), for the message
+                 value, # the value given
+                 low=None, # smallest allowed value; None: no bound
+                 high=None, # largest allowed value; None: no bound
+                 integer:bool=False, # need an integer (any integral type: int, np.int64, ...)
+                 low_open:bool=False, # `low` itself is not allowed (e.g. a learning rate > 0)
+                 fix:str='', # what to pass instead, appended to the message
+                ):
+    "`value` as an `int` (`integer=True`) or a finite `float` within the bounds, else a ValueError naming it and the range."
+    hint = f': {fix}' if fix else ''
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, kind):
+        raise ValueError(f"{name}={value!r} is not {'an integer' if integer else 'a number'}{hint}")
+    value = int(value) if integer else float(value)
+    if not math.isfinite(value): raise ValueError(f"{name}={value!r} is not a finite number{hint}")
+    if (low is not None and (value <= low if low_open else value < low)) or (high is not None and value > high):
+        above = '' if low is None else f"{low} {'<' if low_open else '<='} "
+        below = '' if high is None else f' <= {high}'
+        raise ValueError(f"{name}={value!r} is out of range: need {above}{name}{below}{hint}")
+    return value
+
+# %% ../nbs/09_data.ipynb #c1e4cd5a
+def check_output_dir(path, # a folder to write into (it may not exist yet)
+                     name:str='output folder', # the argument, for the message (e.g. '--output_dir')
+                    ) -> Path:
+    "`path` as a Path if it is a folder or can be made one: refused when it, or a folder above it, is an existing file."
+    path = Path(path)
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise ValueError(f"{name} {path}: {folder} is an existing file, not a folder: choose another {name}")
+            break
+    return path
+
+def check_output_file(path, # a file to write (its folders may not exist yet)
+                      name:str='output file', # the argument, for the message (e.g. '--output')
+                     ) -> Path:
+    "`path` as a Path if a file can be written there: refused when it is a folder, or a file stands where a folder must."
+    path = Path(path)
+    if path.is_dir(): raise ValueError(f"{name} {path} is a folder: give a file name, e.g. {path / 'results.json'}")
+    check_output_dir(path.parent, name)
+    return path
 
 # %% ../nbs/09_data.ipynb #acae49fd
 IGNORE_INDEX = 255  # the 'void' label: pixels that are neither trained on nor scored
@@ -72,6 +117,7 @@ def overlay(image, # (3, H, W) tensor (uint8 or float in [0, 1]) or (H, W, 3) ui
             background:bool=False, # also tint class 0 (off by default: background stays see-through)
            ) -> np.ndarray: # (H, W, 3) uint8
     "Blend a colorized mask over its image."
+    alpha = check_number('alpha', alpha, 0, 1, fix='an opacity, e.g. 0.5')
     image, colors = _to_hwc_uint8(image), colorize(mask, palette)
     mask = np.asarray(mask.cpu() if torch.is_tensor(mask) else mask)
     if image.shape[:2] != mask.shape: raise ValueError(f'overlay: image is {image.shape[:2]} but mask is {mask.shape}: pass the mask of this image')
@@ -80,6 +126,7 @@ def overlay(image, # (3, H, W) tensor (uint8 or float in [0, 1]) or (H, W, 3) ui
 
 # %% ../nbs/09_data.ipynb #5ee1d640
 CONVERTIBLE_MODES = ('L', 'P', 'CMYK', 'YCbCr')  # image modes converted to RGB (with a warning)
+SIXTEEN_BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N')  # 16-bit grayscale: scaled to 8 bits, then converted (with a warning)
 
 def _open(path, what):
     "Open and fully decode an image file, turning PIL's errors into ones that name the file."
@@ -102,8 +149,12 @@ def read_image(path, # an image file PIL can decode
     if im.mode in CONVERTIBLE_MODES:
         warnings.warn(f'{path}: image mode {im.mode!r} converted to RGB (the dataset should hold RGB images)', stacklevel=2)
         return np.array(im.convert('RGB'), np.uint8)
-    raise ValueError(f'{path}: image mode {im.mode!r} is not supported (need 8-bit RGB; {", ".join(CONVERTIBLE_MODES)} are '
-                     f'converted). Convert it yourself, deciding how (e.g. flatten the alpha channel onto a background), '
+    if im.mode in SIXTEEN_BIT_MODES:
+        warnings.warn(f'{path}: 16-bit grayscale image ({im.mode!r}) scaled to 8 bits (x 255/65535) and converted to RGB', stacklevel=2)
+        gray = ((np.array(im).astype(np.int64) * 255 + 32767) // 65535).astype(np.uint8)  # rounded; 65535 -> 255
+        return np.repeat(gray[..., None], 3, axis=2)
+    raise ValueError(f'{path}: image mode {im.mode!r} is not supported (need 8-bit RGB; {", ".join(CONVERTIBLE_MODES)} and '
+                     f'16-bit grayscale are converted). Convert it yourself, deciding how (e.g. flatten the alpha channel onto a background), '
                      "e.g. PIL.Image.open(p).convert('RGB').save(p)")
 
 # %% ../nbs/09_data.ipynb #e4ad2408
@@ -144,6 +195,22 @@ def check_same_size(image:np.ndarray, mask:np.ndarray, image_path=None, mask_pat
                          f'{image.shape[1]}x{image.shape[0]}: the annotation does not belong to this image or was resized '
                          '(check the ids / file names; resize masks only with nearest neighbour)')
 
+# %% ../nbs/09_data.ipynb #467f5fd7
+def check_classes(classes, # class names, label k = classes[k]
+                 ) -> list:
+    "The class names as a list of 1..255 distinct non-empty strings, else a ValueError saying what to pass."
+    example = "e.g. ['background', 'cat', 'dog']"
+    if isinstance(classes, (str, bytes)):
+        raise ValueError(f'classes={classes!r} is one string, not a list of names: pass a list, {example}')
+    try: names = list(classes)
+    except TypeError: raise ValueError(f'classes={classes!r} is not a list of names: pass one, {example}') from None
+    bad = [c for c in names if not isinstance(c, str) or not c.strip()]
+    if bad: raise ValueError(f'classes must be non-empty strings, {example}; got {bad[:5]}')
+    twice = sorted({c for c in names if names.count(c) > 1})
+    if twice: raise ValueError(f'classes name {twice} more than once: give each label its own name')
+    if not 0 < len(names) <= IGNORE_INDEX: raise ValueError(f'{len(names)} classes: need 1..255 (255 is void)')
+    return names
+
 # %% ../nbs/09_data.ipynb #506c880b
 class SegmentationDataset(torch.utils.data.Dataset):
     "Items `(tv_tensors.Image uint8 (3,H,W), tv_tensors.Mask int64 (H,W))` from lists of image and mask files."
@@ -157,8 +224,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
                  transforms=None, # callable (image, mask) -> (image, mask), e.g. the next chapter's
                 ):
         if not (len(ids) == len(images) == len(masks)): raise ValueError(f'{len(ids)} ids, {len(images)} images and {len(masks)} masks: need one of each per item')
-        self.ids, self.images, self.masks, self.classes = list(ids), [Path(p) for p in images], [Path(p) for p in masks], list(classes)
-        if not 0 < len(self.classes) <= IGNORE_INDEX: raise ValueError(f'{len(self.classes)} classes: need 1..255 (255 is void)')
+        self.ids, self.images, self.masks, self.classes = list(ids), [Path(p) for p in images], [Path(p) for p in masks], check_classes(classes)
         self.palette = voc_colormap(len(self.classes)) if palette is None else np.asarray(palette, np.uint8)
         if self.palette.shape != (len(self.classes), 3): raise ValueError(f'palette has shape {self.palette.shape}: need ({len(self.classes)}, 3), one RGB colour per class')
         self.transforms = transforms
@@ -526,6 +592,7 @@ class FolderSegmentation(SegmentationDataset):
                  classes:list, # class names (labels are their indices; 255 = void)
                  palette:np.ndarray=None, # (C, 3) colours; VOC's colour map by default
                  transforms=None, # callable (image, mask) -> (image, mask)
+                 check:bool=True, # read every mask now, so that a bad label is reported before any training starts
                 ):
         images_dir, masks_dir = Path(images_dir), Path(masks_dir)
         for folder in (images_dir, masks_dir):
@@ -542,6 +609,8 @@ class FolderSegmentation(SegmentationDataset):
         if no_image: raise FileNotFoundError(f'{images_dir}: no image for {len(no_image)} masks, e.g. {no_image[:3]}: add them or remove those masks')
         self.root = images_dir
         super().__init__(stems, images, [masks[s] for s in stems], classes, palette, transforms)
+        if check:
+            for path in self.masks: check_mask_values(read_index_mask(path), len(self.classes), path)
 
 # %% ../nbs/09_data.ipynb #7a1d8fc2
 def make_folder_fixture(root, # folder to create images/ and masks/ in
@@ -549,14 +618,18 @@ def make_folder_fixture(root, # folder to create images/ and masks/ in
                         num_classes:int=3, # labels 0..num_classes-1 (plus a void band)
                         size=(40, 56), # (H, W)
                         seed:int=3, # the random seed
+                        split:str=None, # write images/<split>/ and masks/<split>/ (build_dataset's 'folder' layout)
+                        classes:list=None, # also write these names to root/classes.txt
                        ) -> Path: # root
     "Write `images/<stem>.png` and `masks/<stem>.png` (8-bit 'L' index masks) for FolderSegmentation."
     root, rng = Path(root), np.random.default_rng(seed)
-    (root/'images').mkdir(parents=True, exist_ok=True); (root/'masks').mkdir(parents=True, exist_ok=True)
+    images, masks = (root/'images', root/'masks') if split is None else (root/'images'/split, root/'masks'/split)
+    images.mkdir(parents=True, exist_ok=True); masks.mkdir(parents=True, exist_ok=True)
     for k in range(n):
         image, mask = fixture_sample(rng, size, labels=tuple(range(1, num_classes)))
-        Image.fromarray(image).save(root/'images'/f'sample_{k:03d}.png')
-        Image.fromarray(mask, mode='L').save(root/'masks'/f'sample_{k:03d}.png')
+        Image.fromarray(image).save(images/f'sample_{k:03d}.png')
+        Image.fromarray(mask, mode='L').save(masks/f'sample_{k:03d}.png')
+    if classes is not None: (root/CLASSES_FILE).write_text(''.join(f'{c}\n' for c in check_classes(classes)))
     return root
 
 # %% ../nbs/09_data.ipynb #7358fbb7
@@ -566,11 +639,32 @@ def _synthetic(root, split, **kwargs):
     return VOCSegmentation(synthetic_root() if root is None else root, split,
                            classes=kwargs.pop('classes', SYNTHETIC_CLASSES), **kwargs)
 
+CLASSES_FILE = 'classes.txt'  # a folder dataset's class names, one per line, label 0 first
+
+def read_classes(path, # a text file, one class name per line (blank lines skipped)
+                ) -> list:
+    "The class names listed in `path`, checked (`check_classes`)."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f'{path}: no such class-names file')
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    try: return check_classes(names)
+    except ValueError as e: raise ValueError(f'{path}: {e}') from None
+
+def _folder(root, split, classes=None, **kwargs):
+    "Your own data: root/images/<split>, root/masks/<split>; class names from `classes` or root/classes.txt."
+    root = Path(root)
+    if classes is None:
+        if not (root/CLASSES_FILE).is_file():
+            raise ValueError(f"dataset 'folder' needs its class names: write {root/CLASSES_FILE} (one name per line, the "
+                             "name of label 0 first) or pass classes=[...] (on the command line: --classes background,cat,dog)")
+        classes = read_classes(root/CLASSES_FILE)
+    return FolderSegmentation(root/'images'/split, root/'masks'/split, classes, **kwargs)
+
 DATASETS = {
     'voc': VOCSegmentation,
     'sbd': SBDSegmentation,
     'cityscapes': Cityscapes,
-    'folder': lambda root, split, **kwargs: FolderSegmentation(Path(root)/'images'/split, Path(root)/'masks'/split, **kwargs),
+    'folder': _folder,
     'synthetic': _synthetic,
 }
 

@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 from .atrous import scale_dimension
 from .decoder import upsample_to
 from .metrics import ConfusionMatrix, TrimapMeter, as_label_tensor
-from .transforms import padded_size, unpad
+from .data import check_number
+from .transforms import padded_size, unpad, _pair
 
 # %% ../nbs/13_inference.ipynb #c1816fc9
 def as_image_batch(image, # (3, H, W) or (N, 3, H, W) tensor: uint8 0..255 or float in [0, 1]
@@ -37,6 +38,10 @@ def as_image_batch(image, # (3, H, W) or (N, 3, H, W) tensor: uint8 0..255 or fl
     if images.dtype == torch.uint8: return images.float() / 255, batched
     if not images.is_floating_point():
         raise ValueError(f"image has dtype {images.dtype}: pass uint8 (0..255) or float in [0, 1]")
+    finite = torch.isfinite(images)
+    if not bool(finite.all()):
+        raise ValueError(f"image has {int((~finite).sum())} non-finite values (NaN or inf): a prediction from them is "
+                         "meaningless (a NaN turns every class score into NaN and the argmax into class 0); fix or drop the image")
     low, high = images.min().item(), images.max().item()
     if low < -1e-3 or high > 1 + 1e-3:
         raise ValueError(f"image values span [{low:.3g}, {high:.3g}] but float images must lie in [0, 1] (the "
@@ -51,7 +56,7 @@ def eval_size(size, # (H, W) of the image
     "The (H', W') to pad an image of `size` to: the smallest k*output_stride+1 sizes, or `crop_size` (checked)."
     height, width = (int(d) for d in size)
     if crop_size is None: return (padded_size(height, output_stride), padded_size(width, output_stride))
-    crop = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(int(c) for c in crop_size)
+    crop = _pair(crop_size, 'crop_size')
     if any((c - 1) % output_stride for c in crop):
         raise ValueError(f"crop_size={crop_size} is not of the form k*output_stride+1 for output_stride="
                          f"{output_stride}: use e.g. {eval_size(crop, output_stride)} (513 works for 8, 16 and 32)")
@@ -150,6 +155,12 @@ def predict_batch(model:nn.Module, # a segmentation model
 # %% ../nbs/13_inference.ipynb #920958b5
 EVAL_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # DeepLabv3's and the official eval's scales; this paper does not list them
 
+def _check_scales(scales) -> list:
+    "The input scales as floats, at least one, each finite and > 0."
+    scales = [check_number('scale', s, 0, low_open=True, fix=f'scales are positive factors, e.g. {EVAL_SCALES}') for s in scales]
+    if not scales: raise ValueError(f"scales=[]: need at least one scale, each > 0, e.g. {EVAL_SCALES}")
+    return scales
+
 def resize_bilinear(x:torch.Tensor, # (N, C, H, W)
                     size, # (H', W')
                    ) -> torch.Tensor:
@@ -163,8 +174,7 @@ def multi_scale_probs(model:nn.Module, # a segmentation model
                       crop_size=None, # pad to this size (e.g. 513); None: the smallest k*OS+1 size
                      ) -> torch.Tensor: # (C, H, W) or (N, C, H, W) probabilities, batched like `image`
     "Class probabilities averaged over `scales` and (with `flip`) mirrored inputs, as the official evaluation does."
-    scales = [float(s) for s in scales]
-    if not scales or min(scales) <= 0: raise ValueError(f"scales={scales}: need at least one scale, each > 0")
+    scales = _check_scales(scales)
     images, batched = as_image_batch(image)
     height, width = images.shape[-2:]
     size = eval_size((height, width), model.output_stride, crop_size)
@@ -205,6 +215,8 @@ def evaluate(model:nn.Module, # a segmentation model
     if num_classes is None:
         if not hasattr(dataset, 'classes'): raise ValueError("the dataset has no `classes`: pass num_classes")
         num_classes = len(dataset.classes)
+    num_classes, scales = check_number('num_classes', num_classes, 1, integer=True), _check_scales(scales)
+    if crop_size is not None: _pair(crop_size, 'crop_size')  # checked before the first image, not at it
     if getattr(model, 'num_classes', num_classes) != num_classes:
         raise ValueError(f"the model predicts {model.num_classes} classes but num_classes={num_classes}: "
                          "evaluate a model built for this dataset's classes")

@@ -11,6 +11,7 @@ __all__ = ['BACKBONES', 'DEEPLAB_ARGS', 'SMALL_HEAD', 'MODEL_CONFIGS', 'MODELS',
 
 # %% ../nbs/07_model.ipynb #22e1922b
 import inspect
+import numbers
 import re
 
 import torch
@@ -67,10 +68,11 @@ def tap_at_stride(backbone:nn.Module,  # a backbone following the interface (fea
     return at_stride[-1]
 
 # %% ../nbs/07_model.ipynb #0bd40128
-def _check_num_classes(num_classes):
-    "Refuse a number of classes that is not a positive int."
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+def _check_num_classes(num_classes) -> int:
+    "`num_classes` as an int (of any integral type, e.g. `np.int64`); refuse anything that is not a positive integer."
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
         raise ValueError(f'num_classes must be a positive int (21 for PASCAL VOC, 19 for Cityscapes), got {num_classes!r}')
+    return int(num_classes)
 
 # %% ../nbs/07_model.ipynb #fa96a6f6
 class DeepLab(nn.Module):
@@ -89,7 +91,7 @@ class DeepLab(nn.Module):
                  low_level_features=None,  # taps or module paths for the decoder, coarsest first; None: ('low_level',)
                 ):
         super().__init__()
-        _check_num_classes(num_classes)
+        num_classes = _check_num_classes(num_classes)
         taps = {info['name']: info for info in backbone.feature_info}
         if 'out' not in taps: raise ValueError("the backbone's feature_info has no 'out' tap: it does not follow the backbone interface")
         self.backbone, self.num_classes = backbone, num_classes
@@ -172,7 +174,7 @@ def deeplab(backbone:str,  # a key of BACKBONES, e.g. 'resnet101', 'xception65'
            ) -> DeepLab:
     "A DeepLab model on the backbone named `backbone`; kwargs go to `DeepLab` if they are its arguments, else to the backbone."
     if backbone not in BACKBONES: raise ValueError(f'unknown backbone {backbone!r}: use one of {sorted(BACKBONES)}')
-    check_output_stride(output_stride); _check_num_classes(num_classes)
+    check_output_stride(output_stride); num_classes = _check_num_classes(num_classes)
     model_kwargs = {name: kwargs.pop(name) for name in list(kwargs) if name in DEEPLAB_ARGS}
     accepted = inspect.signature(BACKBONES[backbone]).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_transforms.ipynb #5e3edf4a
 from __future__ import annotations
-import math
+import math, numbers
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +13,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 from torchvision.transforms.v2._utils import query_size
 
-from .data import IGNORE_INDEX
+from .data import IGNORE_INDEX, check_number
 
 # %% auto #0
 __all__ = ['TRAIN_SCALES', 'DEFAULT_MEAN', 'aligned_indices', 'resize_mask', 'resize_image', 'scaled_size', 'RandomScale',
@@ -61,8 +61,8 @@ class RandomScale(v2.Transform):
     def __init__(self, scales=TRAIN_SCALES, # the discrete set drawn from, uniformly
                 ):
         super().__init__()
-        self.scales = tuple(float(s) for s in scales)
-        if not self.scales or min(self.scales) <= 0: raise ValueError(f'scales={scales}: need positive factors, e.g. {TRAIN_SCALES}')
+        self.scales = tuple(check_number('scale', s, 0, low_open=True, fix=f'scales are positive factors, e.g. {TRAIN_SCALES}') for s in scales)
+        if not self.scales: raise ValueError(f'scales={scales}: need positive factors, e.g. {TRAIN_SCALES}')
 
     def make_params(self, flat_inputs):
         scale = self.scales[int(torch.randint(len(self.scales), ()))]
@@ -81,6 +81,14 @@ def padded_size(size:int, # current length
     "The smallest length of the form k*output_stride+1 that holds `size` pixels."
     return math.ceil((size - 1) / output_stride) * output_stride + 1
 
+def _pair(size, # an int (any integral type) or an (H, W) pair of them
+          name:str='size', # the argument, for the message
+         ) -> tuple: # (H, W), each >= 1
+    "A size as a checked (H, W) pair of positive ints."
+    pair = (size, size) if isinstance(size, numbers.Integral) else tuple(size) if isinstance(size, (tuple, list)) else None
+    if pair is None or len(pair) != 2: raise ValueError(f'{name}={size!r}: need an int or an (H, W) pair of ints, e.g. 513')
+    return tuple(check_number(name, s, 1, integer=True, fix='e.g. 513') for s in pair)
+
 def _check_mean(mean):
     mean = tuple(float(m) for m in mean)
     if len(mean) != 3 or not all(0 <= m <= 1 for m in mean):
@@ -98,8 +106,9 @@ class PadTo(v2.Transform):
                 ):
         super().__init__()
         if (size is None) == (output_stride is None): raise ValueError('PadTo needs exactly one of size=(H, W) or output_stride=OS')
-        self.size = None if size is None else ((size, size) if isinstance(size, int) else tuple(size))
-        self.output_stride, self.mean, self.ignore_index = output_stride, _check_mean(mean), ignore_index
+        self.size = None if size is None else _pair(size, 'size')
+        self.output_stride = None if output_stride is None else check_number('output_stride', output_stride, 1, integer=True)
+        self.mean, self.ignore_index = _check_mean(mean), check_number('ignore_index', ignore_index, 0, 255, integer=True)
 
     def make_params(self, flat_inputs):
         h, w = query_size(flat_inputs)
@@ -118,8 +127,6 @@ class PadTo(v2.Transform):
 def _to_float():
     return v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64, 'others': None}, scale=True)
 
-def _pair(size): return (size, size) if isinstance(size, int) else tuple(size)
-
 def train_transforms(crop_size=513, # int or (H, W): 513 on VOC, 769 on Cityscapes
                      scales=TRAIN_SCALES, # random scale set
                      mean=DEFAULT_MEAN, # image padding, in [0, 1]: the model's input_mean
@@ -127,11 +134,12 @@ def train_transforms(crop_size=513, # int or (H, W): 513 on VOC, 769 on Cityscap
                      ignore_index:int=IGNORE_INDEX, # mask padding
                     ) -> v2.Compose:
     "The paper's training augmentation: random scale, pad (mean / 255) bottom-right, random crop, random flip."
+    crop, flip_prob = _pair(crop_size, 'crop_size'), check_number('flip_prob', flip_prob, 0, 1)
     return v2.Compose([
         _to_float(),
         RandomScale(scales),
-        PadTo(size=_pair(crop_size), mean=mean, ignore_index=ignore_index),
-        v2.RandomCrop(_pair(crop_size)),
+        PadTo(size=crop, mean=mean, ignore_index=ignore_index),
+        v2.RandomCrop(crop),
         v2.RandomHorizontalFlip(flip_prob),
     ])
 
@@ -141,7 +149,7 @@ def eval_transforms(output_stride:int=16, # pad each side to the next k*output_s
                     ignore_index:int=IGNORE_INDEX, # mask padding
                    ) -> v2.Compose:
     "Evaluation: the whole image, padded bottom-right (mean / 255) to k*OS+1 or to `size`; crop predictions back with `unpad`."
-    pad = PadTo(size=_pair(size), mean=mean, ignore_index=ignore_index) if size is not None else \
+    pad = PadTo(size=_pair(size, 'size'), mean=mean, ignore_index=ignore_index) if size is not None else \
           PadTo(output_stride=output_stride, mean=mean, ignore_index=ignore_index)
     return v2.Compose([_to_float(), pad])
 
