@@ -157,7 +157,7 @@ SHOT_PAGES = ('index', '05_aspp', 'api')      # the screenshots kept as test art
 LIGHT_CHAPTER = '01_atrous'                   # the chapter a reader downloads and runs (seconds on a CPU)
 # nbdev's "imports and other code" warnings still expected, per notebook: cells in chapters other engineers were editing
 # when this test was written; the lead splits them, then this shrinks to {} (the count can only go down: see below).
-PENDING_NBDEV_WARNINGS = {'13_inference': 1, '14_training': 1, '15_cli': 2}
+PENDING_NBDEV_WARNINGS = {}
 
 
 def _chapters():
