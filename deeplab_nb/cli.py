@@ -202,9 +202,9 @@ def predict_cli(checkpoint:str,                 # checkpoint.pt or run directory
         scales = parse_numbers(scales, float, 'scales', low=0, low_open=True)
         if output_stride is not None: output_stride = check_output_stride(output_stride)
         out = check_output_dir(output_dir, '--output_dir')
+        model, state = load_trained_model(checkpoint, device)
         files = image_files(inputs)
         for path in files: read_image(path)  # every input decoded once first: a bad file stops the run before any output
-        model, state = load_trained_model(checkpoint, device)
         palette = full_palette(state.get('palette'))
         out.mkdir(parents=True, exist_ok=True)
         with evaluating(model, output_stride):
