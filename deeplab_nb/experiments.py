@@ -185,7 +185,8 @@ def _study_trainer(config:dict, run_dir:Path, progress:bool) -> Trainer:
         changed = sorted(f for f in RECORDED_FIELDS if f in saved and saved[f] != train[f])
         if changed: raise ValueError(f'{run_dir} holds a run with other {changed}: delete that folder to start this run afresh')
         return Trainer.resume(run_dir, model=model, progress=progress)
-    return Trainer(TrainConfig(**train, run_dir=str(run_dir), checkpoint_every=500), model=model, progress=progress)
+    return Trainer(TrainConfig(**train, run_dir=str(run_dir), checkpoint_every=500), model=model, progress=progress,
+                   model_kwargs=config['model_kwargs'], on_existing='overwrite')  # a run killed before its first checkpoint starts afresh
 
 # %% ../nbs/16_experiments.ipynb #3ffa814f
 def study_run(name:str,  # a key of STUDY
