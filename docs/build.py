@@ -148,7 +148,7 @@ def _quarto_options_to_tags(cell):
 
 def _doc_pages(proc: Path):
     "nbdev's page name of each notebook (its name without the number, as Quarto publishes it) -> ours (the stem)."
-    return {re.sub(r'^\d+_', '', p.stem): p.stem for p in proc.glob('*.ipynb')}
+    return {re.sub(r'^\d+[a-z]?_', '', p.stem): p.stem for p in proc.glob('*.ipynb')}
 
 
 def _published_page():

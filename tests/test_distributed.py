@@ -48,7 +48,8 @@ class Shapes(torch.utils.data.Dataset):
 def run(freeze_bn, run_dir):
     "Train STEPS steps; returns the final weights (BN statistics included) and the logged losses."
     torch.manual_seed(0)
-    config = TrainConfig(model='net', steps=STEPS, batch_size=BATCH, lr=0.1, freeze_bn=freeze_bn, device='cpu',
+    # the model is Net (passed in); the config names a model TrainConfig knows, whose weight decay (1e-4, not Xception) Net gets
+    config = TrainConfig(model='deeplabv3plus_resnet_small', steps=STEPS, batch_size=BATCH, lr=0.1, freeze_bn=freeze_bn, device='cpu',
                          eval_every=0, checkpoint_every=0, run_dir=str(run_dir))
     trainer = Trainer(config, Net(), Shapes(), progress=False)
     if trainer.world_size > 1: assert any(isinstance(m, CPUSyncBatchNorm) for m in trainer.module.modules())
