@@ -23,7 +23,7 @@ from .metrics import ConfusionMatrix, as_label_tensor
 def fold_batchnorm(conv:nn.Conv2d, # a convolution whose output is read only by `bn`
                    bn:nn.BatchNorm2d, # the BN right after it; its running statistics are used (eval mode)
                   ) -> nn.Conv2d: # a new convolution with a bias that computes bn(conv(x))
-    "The convolution computing `bn(conv(x))` in eval mode: $W' = s W$, $b' = s (b - \mu) + \beta$, $s = \gamma / \sqrt{\sigma^2 + \epsilon}$."
+    "The convolution computing `bn(conv(x))` in eval mode: $W' = s W$, $b' = s (b - \\mu) + \\beta$, $s = \gamma / \sqrt{\sigma^2 + \epsilon}$."
     if bn.running_mean is None:
         raise ValueError("the BN has track_running_stats=False: it normalises with each batch's statistics, which no "
                          "convolution can hold; fold only BNs with running statistics")
