@@ -9,6 +9,7 @@ machine: `python bench/train_speed.py [--out data/results/train_speed.json]`.
 import argparse, json, multiprocessing as mp, os, platform, statistics, tempfile, time
 import torch
 import deeplab_nb
+from deeplab_nb.experiments import _cpu_model  # the study records the CPU the same way
 from deeplab_nb.training import TrainConfig, Trainer
 
 VARIANTS = {  # name -> TrainConfig changes from the defaults
@@ -57,10 +58,6 @@ def main(steps=40, warmup=5, repeats=5, out=None):
                   cpu_model=_cpu_model(), cores=os.cpu_count(), load_before=os.getloadavg()[0])
     if out: open(out, 'w').write(json.dumps(record, indent=1) + '\n'); print('written', out)
     return record
-
-def _cpu_model():
-    try: return next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
-    except (OSError, StopIteration): return platform.processor()
 
 if __name__ == '__main__':
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -28,7 +28,7 @@ from .metrics import ConfusionMatrix, as_label_tensor
 from .model import build_model
 from .separable import count_madds, count_params
 from .synthetic import synthetic_dataset
-from .training import TrainConfig, Trainer, load_checkpoint, read_log, smooth
+from .training import TrainConfig, Trainer, _plain, load_checkpoint, read_log, smooth
 from .transforms import unpad
 
 # %% ../nbs/16_experiments.ipynb #154e5fed
@@ -76,13 +76,6 @@ RECORDED_FIELDS = tuple(f for f in TrainConfig.__dataclass_fields__ if f not in 
 def _merge(base:dict, changes:dict) -> dict:
     "`base` with `changes` applied; dict values are merged one level down."
     return {**base, **{k: {**base[k], **v} if isinstance(base.get(k), dict) else v for k, v in changes.items()}}
-
-def _plain(value):
-    "JSON-ready: tuples -> lists, NaN -> None (recursively)."
-    if isinstance(value, dict): return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)): return [_plain(v) for v in value]
-    if isinstance(value, float) and value != value: return None
-    return value
 
 def study_config(name:str,  # a key of STUDY
                  seed:int=0,  # seeds weights, data order, augmentation and dropout

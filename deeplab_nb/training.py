@@ -690,8 +690,9 @@ def _validate(self:Trainer):
     return result
 
 def _plain(value):
-    "NaN -> None, tensors and arrays -> lists: JSON- and weights_only-safe."
+    "NaN -> None, tensors, arrays and tuples -> lists, dicts recursively: JSON- and weights_only-safe."
     if isinstance(value, (torch.Tensor, np.ndarray)): value = value.tolist()
+    if isinstance(value, dict): return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)): return [_plain(v) for v in value]
     if isinstance(value, float) and math.isnan(value): return None
     return value
