@@ -89,7 +89,7 @@ class TrainConfig:
     max_scale: float = 2.0      # ... largest factor
     scale_step: float = 0.25    # ... spacing of the factors (official: 0.25)
     batch_size: int = 8         # global batch, split over the processes (paper: 16)
-    steps: int = 8000           # SGD iterations (paper: 30K on train_aug); 8000: the bundled job's plateau (chapter 16)
+    steps: int = 8000           # SGD iterations (paper: 30K on train_aug); 8000 for the bundled job (its convergence check: chapter 16)
     lr: float = 0.03            # base learning rate of the poly schedule (paper: 0.007, from ImageNet weights; see below)
     power: float = 0.9          # exponent of the poly schedule
     momentum: float = 0.9       # SGD momentum
