@@ -19,7 +19,8 @@ from .data import (build_dataset, read_image, save_index_png, overlay, voc_color
                              check_output_dir, check_output_file)
 from .atrous import check_output_stride
 from .inference import evaluate, predict, multi_scale_predict, evaluating
-from .training import TrainConfig, train, load_trained_model, init_distributed, export_model
+from .training import TrainConfig, train, load_trained_model, init_distributed, export_model, resolve_device
+from .cpu import for_cpu, check_precision
 
 # %% ../nbs/15_cli.ipynb #58390fd5
 @contextmanager
@@ -125,6 +126,7 @@ def eval_cli(checkpoint:str,          # checkpoint.pt or run directory written b
              trimap:str=None,         # comma-separated trimap band widths in pixels, e.g. 1,2,4,8,16
              crop_size:int=None,      # pad every image to this size (official: 513); default: smallest k*OS+1
              device:str='auto',       # auto, cpu, cuda, ...
+             precision:str='fp32',    # CPU inference: fp32 (BN folded, exact) or bf16 (CPUs with native bf16; chapter 13a)
              output:str=None,         # results JSON (default: <run dir>/eval-<split>-os<OS>[-ms][-flip].json)
              quiet:bool=False,        # no progress bar
              debug:bool=False,        # show the traceback of an error
@@ -136,6 +138,7 @@ def eval_cli(checkpoint:str,          # checkpoint.pt or run directory written b
         if output_stride is not None: output_stride = check_output_stride(output_stride)
         if crop_size is not None: crop_size = check_number('--crop_size', crop_size, 1, integer=True)
         if output is not None: output = check_output_file(output, '--output')
+        precision = check_precision(precision, resolve_device(device))
         model, state = load_trained_model(checkpoint, device)
         config = TrainConfig(**state['config'])
         name, split = dataset or config.dataset, split or config.val_split
@@ -148,17 +151,17 @@ def eval_cli(checkpoint:str,          # checkpoint.pt or run directory written b
         run_dir = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
         out = output or check_output_file(run_dir / eval_name(split, used, scales, flip), '--output')
         out.parent.mkdir(parents=True, exist_ok=True)  # before the evaluation, so that its result has somewhere to go
-        result = evaluate(model, data, scales=scales, flip=flip, output_stride=output_stride, trimap_widths=widths,
+        result = evaluate(for_cpu(model, precision), data, scales=scales, flip=flip, output_stride=output_stride, trimap_widths=widths,
                           crop_size=crop_size, progress=not quiet)
     used = result['output_stride']
     report = dict(checkpoint=str(checkpoint), step=state['step'], dataset=name, split=split, num_images=len(data),
-                  output_stride=used, scales=scales, flip=flip, miou=float(result['miou']),
+                  output_stride=used, scales=scales, flip=flip, precision=precision, miou=float(result['miou']),
                   iou=[None if v != v else v for v in result['iou']], classes=list(data.classes),
                   pixel_accuracy=float(result['pixel_accuracy']))
     if widths: report['trimap'] = result['trimap']
     out.write_text(json.dumps(report, indent=1) + '\n')
     print(f"mIOU: {_percent(report['miou'])} on {name} {split} ({len(data)} images) at output stride {used}, "
-          f"scales {','.join(map(str, scales))}{', flip' if flip else ''}\n{iou_table(report['classes'], report['iou'])}")
+          f"scales {','.join(map(str, scales))}{', flip' if flip else ''}{', bf16' if precision == 'bf16' else ''}\n{iou_table(report['classes'], report['iou'])}")
     if widths: print('trimap mIOU by band width: ' + ', '.join(f"{w}px {_percent(m)}" for w, m in zip(widths, result['trimap']['miou'])))
     print(f"results: {out}")
 
@@ -194,6 +197,7 @@ def predict_cli(checkpoint:str,                 # checkpoint.pt or run directory
                 flip:bool=False,                # also average the left-right flipped input
                 alpha:float=0.5,                # opacity of the class colours in the overlays
                 device:str='auto',              # auto, cpu, cuda, ...
+                precision:str='fp32',           # CPU inference: fp32 (BN folded, exact) or bf16 (CPUs with native bf16; chapter 13a)
                 debug:bool=False,               # show the traceback of an error
                ):
     "Segment images: <stem>.png (class indices, with the palette) and <stem>_overlay.png, one pair per image."
@@ -202,10 +206,11 @@ def predict_cli(checkpoint:str,                 # checkpoint.pt or run directory
         scales = parse_numbers(scales, float, 'scales', low=0, low_open=True)
         if output_stride is not None: output_stride = check_output_stride(output_stride)
         out = check_output_dir(output_dir, '--output_dir')
+        precision = check_precision(precision, resolve_device(device))
         model, state = load_trained_model(checkpoint, device)
         files = image_files(inputs)
         for path in files: read_image(path)  # every input decoded once first: a bad file stops the run before any output
-        palette = full_palette(state.get('palette'))
+        palette, model = full_palette(state.get('palette')), for_cpu(model, precision)
         out.mkdir(parents=True, exist_ok=True)
         with evaluating(model, output_stride):
             for path in files:

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'BF16_MIN_AGREEMENT', 'BF16_MAX_MIOU_CHANGE', 'fold_batchnorm', 'conv_bn_pairs', 'fold_batchnorms',
-           'native_bf16', 'for_cpu', 'compare_predictions', 'bf16_acceptable', 'export_onnx', 'median_times',
-           'sgemm_call']
+           'native_bf16', 'check_precision', 'for_cpu', 'compare_predictions', 'bf16_acceptable', 'export_onnx',
+           'median_times', 'sgemm_call']
 
 # %% ../nbs/13a_cpu.ipynb #b5f31afa
 import copy
@@ -91,18 +91,28 @@ def _float_output(module, args, output):
     "Forward hook: logits back in float32 (bf16 models)."
     return output.float()
 
+def check_precision(precision:str, # 'fp32' or 'bf16'
+                    device='cpu', # where the model runs
+                   ) -> str:
+    "`precision` if a model on `device` can be prepared in it, else a ValueError naming the fix (checked before any work)."
+    if precision not in PRECISIONS: raise ValueError(f"precision={precision!r} (--precision) is not known: use one of {PRECISIONS}")
+    if precision == 'bf16' and torch.device(device).type != 'cpu':
+        raise ValueError(f"precision='bf16' (--precision bf16) prepares a model for CPU inference; this model is on {device}: "
+                         "drop --precision bf16 (on a GPU the model runs as trained) or choose --device cpu")
+    if precision == 'bf16' and not native_bf16():
+        raise ValueError("precision='bf16' (--precision bf16) needs a CPU with native bfloat16 arithmetic (AVX512_BF16 or "
+                         "AMX); this CPU has neither, so PyTorch would emulate bf16, slower than fp32: use "
+                         "precision='fp32' (drop --precision bf16), which is exact")
+    return precision
+
 def for_cpu(model:nn.Module, # a trained segmentation model (left unchanged)
             precision:str='fp32', # 'fp32' (exact: BN folded, same predictions) or 'bf16' (CPUs with native bf16 only)
             channels_last:bool=True, # weights and input images in NHWC
             probe_size:int=65, # side of the probe image that finds the conv -> BN pairs (k*32+1)
-           ) -> nn.Module: # a prepared copy in eval mode; `model` itself when it is not on the CPU
+           ) -> nn.Module: # a prepared copy in eval mode; in fp32, `model` itself when it is not on the CPU
     "A copy of `model` prepared for CPU inference: BN folded into the convolutions, channels_last, fp32 or bf16."
-    if precision not in PRECISIONS: raise ValueError(f"precision={precision!r} is not known: use one of {PRECISIONS}")
-    if model_device(model).type != 'cpu': return model  # CUDA (or meta): nothing to prepare, the caller's settings stand
-    if precision == 'bf16' and not native_bf16():
-        raise RuntimeError("precision='bf16' (--precision bf16) needs a CPU with native bfloat16 arithmetic (AVX512_BF16 or "
-                           "AMX); this CPU has neither, so PyTorch would emulate bf16, slower than fp32: use "
-                           "precision='fp32' (drop --precision bf16), which is exact")
+    check_precision(precision, model_device(model))
+    if model_device(model).type != 'cpu': return model  # fp32 on CUDA (or meta): nothing to prepare, the caller's settings stand
     prepared = fold_batchnorms(copy.deepcopy(model).eval().requires_grad_(False), torch.rand(1, 3, probe_size, probe_size))
     dtype = torch.bfloat16 if precision == 'bf16' else torch.float32
     memory_format = torch.channels_last if channels_last else torch.contiguous_format

@@ -56,7 +56,9 @@ def test_eval_reproduces_the_training_number(run):
     run_dir, _ = run
     result = script('deeplab_nb_eval', run_dir, '--quiet')
     report = json.loads((run_dir / 'eval-val-os16.json').read_text())
-    assert report['miou'] == json.loads((run_dir / 'metrics.json').read_text())['miou']  # exactly, not approximately
+    # training scored the model as trained, eval scores for_cpu's copy (BN folded: float32 rounding differs), so a pixel
+    # whose two best logits tie to rounding may flip: the same mIOU to 4 decimals (issue 16)
+    assert abs(report['miou'] - json.loads((run_dir / 'metrics.json').read_text())['miou']) < 5e-5
     assert report['num_images'] == 3 and len(report['iou']) == len(SYNTHETIC_CLASSES)
     assert f"mIOU: {100 * report['miou']:.2f}%" in result.stdout
 
@@ -99,3 +101,21 @@ def test_clear_errors(name, args, message):
     result = script(name, *args, check=False)
     assert result.returncode == 1, result.stderr
     assert f'{name}: error:' in result.stderr and message in result.stderr and 'Traceback' not in result.stderr
+
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / 'data' / 'results' / 'default_run' / 'model.pt'
+
+
+def test_shipped_model_scores_its_record_prepared_for_the_cpu(tmp_path):
+    "The shipped model, evaluated by deeplab_nb_eval (for_cpu's fp32 copy by default): the mIOU its study run recorded, to 4 decimals."
+    record = json.loads((ROOT / 'data' / 'results' / 'ablations' / 'baseline-seed0.json').read_text())
+    out = tmp_path / 'fp32.json'
+    script('deeplab_nb_eval', SHIPPED, '--output', out, '--quiet')
+    report = json.loads(out.read_text())
+    assert report['precision'] == 'fp32' and round(report['miou'], 4) == round(record['miou'], 4)
+    from deeplab_nb.cpu import native_bf16, BF16_MAX_MIOU_CHANGE
+    if native_bf16():  # bf16 is offered within the bounds chapter 13a measured: mIOU within 0.5 point of fp32
+        script('deeplab_nb_eval', SHIPPED, '--precision', 'bf16', '--output', tmp_path / 'bf16.json', '--quiet')
+        bf16 = json.loads((tmp_path / 'bf16.json').read_text())
+        assert bf16['precision'] == 'bf16' and abs(bf16['miou'] - report['miou']) <= BF16_MAX_MIOU_CHANGE

@@ -51,12 +51,13 @@ def test_fp32_evaluation_unchanged():
 
 def test_bf16_refused_without_native_support(monkeypatch):
     monkeypatch.setattr(cpu, 'native_bf16', lambda: False)
-    with pytest.raises(RuntimeError, match='drop --precision bf16'): for_cpu(random_model('deeplabv3plus_xception_tiny'), 'bf16')
+    with pytest.raises(ValueError, match='drop --precision bf16'): for_cpu(random_model('deeplabv3plus_xception_tiny'), 'bf16')
 
 
-def test_not_on_cpu_is_returned_unchanged():
+def test_not_on_cpu_is_returned_unchanged_in_fp32_and_refused_in_bf16():
     with torch.device('meta'): model = build_model('deeplabv3plus_xception_tiny')
-    assert for_cpu(model, 'bf16') is model and for_cpu(model) is model
+    assert for_cpu(model) is model
+    with pytest.raises(ValueError, match='for CPU inference'): for_cpu(model, 'bf16')
 
 
 @pytest.mark.skipif(not native_bf16(), reason='this CPU has no native bf16')

@@ -179,7 +179,7 @@ def test_11_sixteen_bit_png_scaled_not_saturated(tmp_path):
 
 
 def test_12_shipped_model_path(data, tmp_path):
-    "The README's path: train, export to data/results/default_run/model.pt, eval reproduces the mIOU exactly, predict writes masks."
+    "The README's path: train, export to data/results/default_run/model.pt, eval reproduces the mIOU (4 decimals), predict writes masks."
     run_dir, shipped = tmp_path / 'run', tmp_path / 'data' / 'results' / 'default_run' / 'model.pt'
     cli('deeplab_nb_train', '--root', data, '--steps', 3, '--run_dir', run_dir, *TINY)
     cli('deeplab_nb_export', run_dir, '--output', shipped)
@@ -188,7 +188,8 @@ def test_12_shipped_model_path(data, tmp_path):
     assert shipped.stat().st_size < (run_dir / 'checkpoint.pt').stat().st_size / 1.5
     cli('deeplab_nb_eval', shipped, '--quiet')
     report = json.loads((shipped.parent / 'eval-val-os16.json').read_text())
-    assert report['miou'] == json.loads((run_dir / 'metrics.json').read_text())['miou']  # exactly: the same weights and arithmetic
+    # the same weights; eval runs for_cpu's copy (BN folded: float32 rounding differs): the same mIOU to 4 decimals
+    assert abs(report['miou'] - json.loads((run_dir / 'metrics.json').read_text())['miou']) < 5e-5
     cli('deeplab_nb_eval', shipped.parent, '--output', tmp_path / 'by_folder.json', '--quiet')  # the folder, as the README writes it
     cli('deeplab_nb_predict', shipped, image_of(data), '--output_dir', tmp_path / 'predictions')
     mask = Image.open(tmp_path / 'predictions' / 'val_0000.png')
