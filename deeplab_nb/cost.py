@@ -389,7 +389,7 @@ def compute_madds_results(fvcore:bool=True,  # confirm the `fvcore_plan` passes 
             if traced != {k: decoders[name][k] for k in traced}: raise AssertionError(f'fvcore gives {traced} for the decoder {name}, the shapes {decoders[name]}')
             decoders[name]['fvcore'] = traced['madds']
         log(f'fvcore: {len(plan)} passes + {len(decoders)} decoders in {time.time() - start:.0f}s')
-    return dict(counter='convolutions only: one multiply-accumulate = one Multiply-Add (FACTS section 2)',
+    return dict(counter='convolutions only: one multiply-accumulate = one Multiply-Add (reproduces Table 5: see 02_separable)',
                 atrous_counts={'dilated': 'PyTorch / fvcore: H x W output positions',
                                'space_to_batch': "TensorFlow 1.x with_space_to_batch: rate * ceil(H / rate) positions per axis"},
                 params=counter.params, counts=counter.counts, decoder_variants=decoders, fvcore_seconds=seconds,
