@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from fastcore.script import call_parse
 
 import deeplab_nb
-from .atrous import scale_dimension
-from .inference import (EVAL_SCALES, as_image_batch, eval_size, evaluate, evaluating, model_device,
+from .atrous import scale_dimension, EVAL_SCALES
+from .inference import (as_image_batch, eval_size, evaluate, evaluating, model_device,
                                   model_input_mean, pad_image, resize_bilinear)
 from .metrics import ConfusionMatrix, as_label_tensor
 from .model import build_model

@@ -13,6 +13,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 from torchvision.transforms.v2._utils import query_size
 
+from .atrous import _pair
 from .data import IGNORE_INDEX, check_number
 
 # %% auto #0
@@ -81,14 +82,6 @@ def padded_size(size:int, # current length
     "The smallest length of the form k*output_stride+1 that holds `size` pixels."
     return math.ceil((size - 1) / output_stride) * output_stride + 1
 
-def _pair(size, # an int (any integral type) or an (H, W) pair of them
-          name:str='size', # the argument, for the message
-         ) -> tuple: # (H, W), each >= 1
-    "A size as a checked (H, W) pair of positive ints."
-    pair = (size, size) if isinstance(size, numbers.Integral) else tuple(size) if isinstance(size, (tuple, list)) else None
-    if pair is None or len(pair) != 2: raise ValueError(f'{name}={size!r}: need an int or an (H, W) pair of ints, e.g. 513')
-    return tuple(check_number(name, s, 1, integer=True, fix='e.g. 513') for s in pair)
-
 def _check_mean(mean):
     mean = tuple(float(m) for m in mean)
     if len(mean) != 3 or not all(0 <= m <= 1 for m in mean):
@@ -106,7 +99,7 @@ class PadTo(v2.Transform):
                 ):
         super().__init__()
         if (size is None) == (output_stride is None): raise ValueError('PadTo needs exactly one of size=(H, W) or output_stride=OS')
-        self.size = None if size is None else _pair(size, 'size')
+        self.size = None if size is None else _pair(size, 'size', 1)
         self.output_stride = None if output_stride is None else check_number('output_stride', output_stride, 1, integer=True)
         self.mean, self.ignore_index = _check_mean(mean), check_number('ignore_index', ignore_index, 0, 255, integer=True)
 
@@ -134,7 +127,7 @@ def train_transforms(crop_size=513, # int or (H, W): 513 on VOC, 769 on Cityscap
                      ignore_index:int=IGNORE_INDEX, # mask padding
                     ) -> v2.Compose:
     "The paper's training augmentation: random scale, pad (mean / 255) bottom-right, random crop, random flip."
-    crop, flip_prob = _pair(crop_size, 'crop_size'), check_number('flip_prob', flip_prob, 0, 1)
+    crop, flip_prob = _pair(crop_size, 'crop_size', 1), check_number('flip_prob', flip_prob, 0, 1)
     return v2.Compose([
         _to_float(),
         RandomScale(scales),
@@ -149,7 +142,7 @@ def eval_transforms(output_stride:int=16, # pad each side to the next k*output_s
                     ignore_index:int=IGNORE_INDEX, # mask padding
                    ) -> v2.Compose:
     "Evaluation: the whole image, padded bottom-right (mean / 255) to k*OS+1 or to `size`; crop predictions back with `unpad`."
-    pad = PadTo(size=_pair(size, 'size'), mean=mean, ignore_index=ignore_index) if size is not None else \
+    pad = PadTo(size=_pair(size, 'size', 1), mean=mean, ignore_index=ignore_index) if size is not None else \
           PadTo(output_stride=output_stride, mean=mean, ignore_index=ignore_index)
     return v2.Compose([_to_float(), pad])
 
