@@ -6,6 +6,7 @@
 from __future__ import annotations
 import math, numbers, warnings
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -20,7 +21,8 @@ __all__ = ['IGNORE_INDEX', 'VOC_CLASSES', 'VOC_PALETTE', 'VOID_COLOR', 'CONVERTI
            'check_classes', 'SegmentationDataset', 'fixture_sample', 'save_index_png', 'voc_dir', 'VOCSegmentation',
            'make_voc_fixture', 'read_sbd_mask', 'check_no_leak', 'train_aug_ids', 'sbd_dir', 'train_aug_files',
            'SBDSegmentation', 'save_sbd_mat', 'make_sbd_fixture', 'cityscapes_id_to_train_id', 'Cityscapes',
-           'make_cityscapes_fixture', 'FolderSegmentation', 'make_folder_fixture', 'read_classes', 'build_dataset']
+           'make_cityscapes_fixture', 'FolderSegmentation', 'make_folder_fixture', 'read_classes', 'DatasetSpec',
+           'register_dataset', 'dataset_spec', 'build_dataset']
 
 # %% ../nbs/09_data.ipynb #da482929
 def check_number(name:str, # the argument, as the user wrote it (e.g. 'lr' or '--lr'), for the message
@@ -633,12 +635,6 @@ def make_folder_fixture(root, # folder to create images/ and masks/ in
     return root
 
 # %% ../nbs/09_data.ipynb #7358fbb7
-def _synthetic(root, split, **kwargs):
-    "The bundled synthetic dataset (VOC layout) with its own classes."
-    from deeplab_nb.synthetic import SYNTHETIC_CLASSES, synthetic_root  # here, not at the top: synthetic builds on this module
-    return VOCSegmentation(synthetic_root() if root is None else root, split,
-                           classes=kwargs.pop('classes', SYNTHETIC_CLASSES), **kwargs)
-
 CLASSES_FILE = 'classes.txt'  # a folder dataset's class names, one per line, label 0 first
 
 def read_classes(path, # a text file, one class name per line (blank lines skipped)
@@ -660,20 +656,45 @@ def _folder(root, split, classes=None, **kwargs):
         classes = read_classes(root/CLASSES_FILE)
     return FolderSegmentation(root/'images'/split, root/'masks'/split, classes, **kwargs)
 
-DATASETS = {
-    'voc': VOCSegmentation,
-    'sbd': SBDSegmentation,
-    'cityscapes': Cityscapes,
-    'folder': _folder,
-    'synthetic': _synthetic,
-}
+class DatasetSpec(NamedTuple):
+    "What a dataset name means to the tools."
+    build: Callable  # (root, split, **kwargs) -> a SegmentationDataset
+    classes: list = None  # class names in label order; None: the data's own (a folder's classes.txt)
+    palette: np.ndarray = None  # (C, 3) uint8 colours; None: VOC's colour map
+    train_split: str = 'train'  # the split training uses by default
+    val_split: str = 'val'  # the split scored by default
+    needs_root: bool = True  # False: root=None means the copy that ships with the library
 
-def build_dataset(name:str, # one of DATASETS: 'voc', 'sbd', 'cityscapes', 'folder', 'synthetic'
-                  root=None, # the dataset's root folder (see each class)
+DATASETS = {}  # name -> DatasetSpec: the one registry the command line, TrainConfig and the chapters read
+
+def register_dataset(name:str, # the name the tools accept, e.g. 'voc'
+                     build:Callable, # (root, split, **kwargs) -> a SegmentationDataset
+                     **spec, # the other DatasetSpec fields
+                    ) -> DatasetSpec:
+    "Make `name` a dataset the tools accept (a name registered twice is replaced: re-running a notebook cell is fine)."
+    if not isinstance(name, str) or not name.isidentifier(): raise ValueError(f'dataset name {name!r}: use a word such as my_data')
+    DATASETS[name] = DatasetSpec(build, **spec)
+    return DATASETS[name]
+
+register_dataset('voc', VOCSegmentation, classes=VOC_CLASSES, palette=VOC_PALETTE)
+register_dataset('voc_aug', VOCSegmentation, classes=VOC_CLASSES, palette=VOC_PALETTE, train_split='train_aug')  # VOC + SBD
+register_dataset('sbd', SBDSegmentation, classes=VOC_CLASSES, palette=VOC_PALETTE)
+register_dataset('cityscapes', Cityscapes, classes=CITYSCAPES_CLASSES, palette=CITYSCAPES_PALETTE)
+register_dataset('folder', _folder)
+
+def dataset_spec(name:str) -> DatasetSpec:
+    "The registry entry of `name`, or a ValueError listing the names there are."
+    if name not in DATASETS:
+        hint = " (the bundled dataset registers when deeplab_nb.synthetic is imported)" if name == 'synthetic' else ''
+        raise ValueError(f'unknown dataset {name!r}: use one of {sorted(DATASETS)}{hint}')
+    return DATASETS[name]
+
+def build_dataset(name:str, # a key of DATASETS: 'voc', 'voc_aug', 'sbd', 'cityscapes', 'folder', 'synthetic', or yours
+                  root=None, # the dataset's root folder (see each class); None only for a dataset that ships with the library
                   split:str='train', # the split ('train_aug' for VOC + SBD: pass sbd_root=...)
                   **kwargs, # passed on: transforms, classes, sbd_root, palette
                  ) -> SegmentationDataset:
-    "Build a dataset by name, the way the command-line tools do."
-    if name not in DATASETS: raise ValueError(f'unknown dataset {name!r}: use one of {sorted(DATASETS)}')
-    if root is None and name != 'synthetic': raise ValueError(f'dataset {name!r} needs root=<its folder>')
-    return DATASETS[name](root, split, **kwargs)
+    "Build one split of a registered dataset, the way the command-line tools do."
+    spec = dataset_spec(name)
+    if root is None and spec.needs_root: raise ValueError(f'dataset {name!r} needs root=<its folder>')
+    return spec.build(root, split, **kwargs)

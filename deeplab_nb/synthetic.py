@@ -15,7 +15,7 @@ from PIL import Image
 from scipy import ndimage
 
 import deeplab_nb
-from .data import IGNORE_INDEX, VOCSegmentation, save_index_png, voc_colormap
+from .data import IGNORE_INDEX, VOCSegmentation, save_index_png, voc_colormap, register_dataset
 
 # %% auto #0
 __all__ = ['SYNTHETIC_CLASSES', 'OBJECT_KINDS', 'SCENES', 'SCENE_CLASS', 'TEXTURES', 'TILE_COLOURS', 'MINORITY_SHARE', 'SPLITS',
@@ -370,6 +370,14 @@ def synthetic_dataset(split:str='train', # 'train', 'val' or 'trainval'
                      ) -> VOCSegmentation:
     "The synthetic dataset, read by the VOC reader with the synthetic classes."
     return VOCSegmentation(synthetic_root() if root is None else root, split, classes=SYNTHETIC_CLASSES, transforms=transforms)
+
+# %% ../nbs/11_synthetic.ipynb #6623b65a
+def _build_synthetic(root, split, **kwargs):
+    "The bundled dataset (VOC layout) with its own classes; root=None: `synthetic_root()`."
+    return VOCSegmentation(synthetic_root() if root is None else root, split,
+                           classes=kwargs.pop('classes', SYNTHETIC_CLASSES), **kwargs)
+
+register_dataset('synthetic', _build_synthetic, classes=SYNTHETIC_CLASSES, needs_root=False)  # the name TrainConfig defaults to
 
 # %% ../nbs/11_synthetic.ipynb #3bc5b6e4
 def fill_void(mask:np.ndarray, # (H, W) labels with 255 void

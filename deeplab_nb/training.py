@@ -26,6 +26,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 from fastcore.basics import patch
 from .data import build_dataset, check_number, check_output_dir, DATASETS
+from . import synthetic  # importing it registers the bundled dataset, TrainConfig's default
 from .transforms import train_transforms, resize_mask
 from .inference import evaluate
 from .metrics import ConfusionMatrix
