@@ -279,7 +279,7 @@ class ResNet(nn.Module):
     @property
     def feature_info(self) -> list:
         "The features `forward` can return: the decoder taps (residual branches, before the add) and 'out'."
-        info = [feature_entry(name, self.get_submodule(f'{path}.bn3').num_features, DECODER_TAPS[name], f'{path}.bn3',
+        info = [feature_entry(name, self.get_submodule(f'{path}.conv3').out_channels, DECODER_TAPS[name], f'{path}.bn3',  # (BN may be folded)
                               self.output_stride) for path, name in self.taps.items()]
         last, _ = self.units()[-1]
         reduction = math.prod(STEM_STRIDES) * math.prod(s for block in self.block_strides for s in block)  # 32
