@@ -7,65 +7,19 @@ __all__ = ['BACKBONES', 'DEEPLAB_ARGS', 'SMALL_HEAD', 'MODEL_CONFIGS', 'MODELS',
            'deeplabv3_resnet50', 'deeplabv3plus_resnet50', 'deeplabv3_xception65', 'deeplabv3plus_xception65',
            'deeplabv3plus_xception65_sc', 'deeplabv3plus_xception71', 'deeplabv3plus_xception41',
            'deeplabv3_xception_tiny', 'deeplabv3plus_xception_tiny', 'deeplabv3_resnet_small',
-           'deeplabv3plus_resnet_small', 'tap_at_stride', 'DeepLab', 'deeplab', 'build_model']
+           'deeplabv3plus_resnet_small', 'DeepLab', 'deeplab', 'build_model']
 
 # %% ../nbs/07_model.ipynb #22e1922b
 import inspect
 import numbers
-import re
 
 import torch
 from torch import nn
 
 from .atrous import check_output_stride
+from .resnet import feature_names  # chapter 03: the backbone interface
 from .aspp import ASPP
 from .decoder import Decoder, DEFAULT_REFINE, upsample_to
-
-# %% ../nbs/07_model.ipynb #7c53a73e
-class _Capture:
-    "A forward hook that keeps its module's output in `store[name]`."
-    def __init__(self, store:dict, name:str): self.store, self.name = store, name
-    def __call__(self, module, inputs, output): self.store[self.name] = output
-
-# %% ../nbs/07_model.ipynb #7f2c1975
-def _module_channels(module:nn.Module, path:str) -> int:
-    "Output channels of a tapped module: those of its last BN or conv (itself, or the last one inside it)."
-    for inner in reversed(list(module.modules())):
-        if isinstance(inner, nn.BatchNorm2d): return inner.num_features
-        if isinstance(inner, nn.Conv2d): return inner.out_channels
-    raise ValueError(f"cannot tell how many channels the module {path!r} ({type(module).__name__}) outputs: "
-                     f"tap a BatchNorm2d, a Conv2d or a block that ends with one")
-
-# %% ../nbs/07_model.ipynb #6440580e
-def _path_pattern(path:str) -> str:
-    "A module path with its indices generalised: 'layer1.1.bn3' -> 'layer#.#.bn3' (the last name kept unless a number)."
-    parts = path.split('.')
-    general = [re.sub(r'\d+', '#', part) for part in parts[:-1]]
-    return '.'.join(general + ['#' if parts[-1].isdigit() else parts[-1]])
-
-# %% ../nbs/07_model.ipynb #878e977e
-def tap_at_stride(backbone:nn.Module,  # a backbone following the interface (feature_info with a 'low_level' module)
-                  stride:int=8,  # the stride of the wanted feature; 8: the paper's Conv3
-                  probe_size:int=65,  # side of the probe image (k*32+1)
-                 ) -> str:
-    "Path of the module like the low-level tap (same place in a later unit), the last whose output is at `stride` at output stride 32."
-    taps = {info['name']: info for info in backbone.feature_info}
-    if 'low_level' not in taps: raise ValueError("the backbone's feature_info has no 'low_level' tap to imitate")
-    pattern = _path_pattern(taps['low_level']['module'])
-    candidates = {name: module for name, module in backbone.named_modules() if name and _path_pattern(name) == pattern}
-    seen, handles = [], []
-    for name, module in candidates.items():
-        handles.append(module.register_forward_hook(lambda m, i, o, name=name: seen.append((name, o.shape[-1]))))
-    device, training, output_stride = next(backbone.parameters()).device, backbone.training, backbone.output_stride
-    try:  # the network as designed (no atrous): 'before striding' means the same at every output stride
-        with torch.no_grad(): backbone.set_output_stride(32).eval()(torch.zeros(1, 3, probe_size, probe_size, device=device))
-    finally:
-        for handle in handles: handle.remove()
-        backbone.set_output_stride(output_stride).train(training)
-    at_stride = [name for name, size in seen if (probe_size - 1) == (size - 1) * stride]
-    if not at_stride:
-        raise ValueError(f'no module like {taps["low_level"]["module"]!r} outputs a feature at stride {stride}')
-    return at_stride[-1]
 
 # %% ../nbs/07_model.ipynb #0bd40128
 def _check_num_classes(num_classes) -> int:
@@ -78,7 +32,7 @@ def _check_num_classes(num_classes) -> int:
 class DeepLab(nn.Module):
     "DeepLabv3+ (section 3.1, Fig. 2), or DeepLabv3 with `decoder=False`: backbone -> ASPP -> decoder -> logits."
     def __init__(self,
-                 backbone:nn.Module,  # returns a dict with 'out' (and 'low_level'), lists them in `feature_info`
+                 backbone:nn.Module,  # follows the backbone interface: `feature_info`, `backbone(x, names)` -> dict
                  num_classes:int=21,  # classes predicted (21 for PASCAL VOC)
                  decoder:bool=True,  # DeepLabv3+; False: DeepLabv3 (logits upsampled by the output stride)
                  atrous_rates=None,  # ASPP rates at the backbone's output stride; None: 6/12/18 at 16, scaled
@@ -88,24 +42,21 @@ class DeepLab(nn.Module):
                  aspp_channels:int=256,  # filters of ASPP (the encoder output)
                  projection_channels:int=None,  # decoder [1x1, c] projection (Table 1); None: 48; 0: no skip
                  refine=None,  # decoder refinement, (kernel_size, width) pairs (Table 2); None: two [3x3, 256]
-                 low_level_features=None,  # taps or module paths for the decoder, coarsest first; None: ('low_level',)
+                 low_level_features=None,  # the backbone's feature names for the decoder, coarsest first; None: ('low_level',)
                 ):
         super().__init__()
         num_classes = _check_num_classes(num_classes)
-        taps = {info['name']: info for info in backbone.feature_info}
-        if 'out' not in taps: raise ValueError("the backbone's feature_info has no 'out' tap: it does not follow the backbone interface")
+        features = {info['name']: info for info in backbone.feature_info}
+        if 'out' not in features: raise ValueError("the backbone's feature_info has no 'out': it does not follow the backbone interface")
         self.backbone, self.num_classes = backbone, num_classes
-        self.aspp = ASPP(taps['out']['channels'], aspp_channels, atrous_rates, backbone.output_stride,
+        self.aspp = ASPP(features['out']['channels'], aspp_channels, atrous_rates, backbone.output_stride,
                          separable, image_pooling, dropout)
-        self.low_level_features, self._module_taps = (), ()
+        self.low_level_features = ()
         if decoder:
-            self.low_level_features = ('low_level',) if low_level_features is None else tuple(low_level_features)
-            self._module_taps = tuple((name, self._module_path(name, taps)) for name in self.low_level_features
-                                      if name not in taps)
-            paths = dict(self._module_taps)
-            channels = [taps[name]['channels'] if name in taps else
-                        _module_channels(backbone.get_submodule(paths[name]), paths[name]) for name in self.low_level_features]
-            self.decoder = Decoder(aspp_channels, channels, 48 if projection_channels is None else projection_channels,
+            self.low_level_features = feature_names(('low_level',) if low_level_features is None else low_level_features,
+                                                    backbone.feature_info)
+            self.decoder = Decoder(aspp_channels, [features[name]['channels'] for name in self.low_level_features],
+                                   48 if projection_channels is None else projection_channels,
                                    DEFAULT_REFINE if refine is None else refine, separable)
         else:
             given = {k: v for k, v in dict(projection_channels=projection_channels, refine=refine,
@@ -115,13 +66,6 @@ class DeepLab(nn.Module):
         self.classifier = nn.Conv2d(self.decoder.out_channels if decoder else aspp_channels, num_classes, 1)
         nn.init.trunc_normal_(self.classifier.weight, std=0.01, a=-0.02, b=0.02)  # official: truncated normal, 0.01
         nn.init.zeros_(self.classifier.bias)
-
-    def _module_path(self, name:str, taps:dict) -> str:
-        "The backbone module whose output is the decoder feature `name`: a module path, or 'conv3' (the stride-8 feature)."
-        if name in dict(self.backbone.named_modules()) and name != '': return name
-        if name == 'conv3': return tap_at_stride(self.backbone, 8)
-        raise ValueError(f"the backbone has no tap or module named {name!r}: use one of its taps {list(taps)}, 'conv3' "
-                         f"(the stride-8 feature), or a module path like {taps.get('low_level', {}).get('module', 'layer2.3.bn3')!r}")
 
     @property
     def output_stride(self) -> int: return self.backbone.output_stride
@@ -141,14 +85,8 @@ class DeepLab(nn.Module):
         return self
 
     def backbone_features(self, x) -> dict:
-        "The backbone's taps, plus the outputs of the modules named in `low_level_features` (hooked for this call only)."
-        captured = {}
-        handles = [self.backbone.get_submodule(path).register_forward_hook(_Capture(captured, name))
-                   for name, path in self._module_taps]
-        try: features = self.backbone(x)
-        finally:
-            for handle in handles: handle.remove()
-        return {**features, **captured}
+        "The backbone features the model reads, asked for by name: 'out' and the decoder's `low_level_features`."
+        return self.backbone(x, ('out', *self.low_level_features))
 
     def forward(self, x,
                 upsample:bool=True,  # logits at the input size (bilinear, aligned corners); False: at the head's stride (4 with the decoder, else the output stride)
@@ -163,7 +101,11 @@ class DeepLab(nn.Module):
 from . import resnet, xception
 
 # %% ../nbs/07_model.ipynb #fb938e96
-BACKBONES = {**resnet.BACKBONES, 'resnet_small': resnet.resnet_small, **xception.BACKBONES}  # name -> constructor
+BACKBONES = {  # name -> constructor: the backbones of chapters 03 and 04, registered here only
+    'resnet50': resnet.resnet50, 'resnet101': resnet.resnet101, 'resnet_small': resnet.resnet_small,
+    'xception41': xception.xception41, 'xception65': xception.xception65, 'xception71': xception.xception71,
+    'xception_tiny': xception.xception_tiny,
+}
 DEEPLAB_ARGS = tuple(inspect.signature(DeepLab).parameters)[1:]  # what `deeplab` passes to `DeepLab` (all but the backbone)
 
 # %% ../nbs/07_model.ipynb #f400c5fc

@@ -1,4 +1,5 @@
-"""The exported `deeplab_nb.resnet` works on its own, outside the notebook's namespace (imports, registry, contract)."""
+"""The exported `deeplab_nb.resnet` works on its own, outside the notebook's namespace (imports, interface, multi-grid)."""
+import pytest
 import torch
 from deeplab_nb import resnet
 
@@ -7,15 +8,35 @@ def test_module_runs_standalone():
     "Build and run the thin ResNet from the installed module only: catches names the notebook defined but never exported."
     model = resnet.resnet_small(output_stride=8).eval()
     with torch.no_grad(): features = model(torch.rand(1, 3, 33, 33))
-    assert list(features) == ['low_level', 'out']
-    assert features['low_level'].shape[-1] == 9 and features['out'].shape[-1] == 5
-    assert model.set_output_stride(32).feature_info[1]['stride'] == 32
+    assert list(features) == ['low_level', 'conv3', 'out']
+    assert [features[name].shape[-1] for name in features] == [9, 5, 5]
+    with torch.no_grad(): assert list(model(torch.rand(1, 3, 33, 33), ('out', 'low_level'))) == ['low_level', 'out']
+    assert model.set_output_stride(32).feature_info[-1]['stride'] == 32
 
 
-def test_backbones_registry():
-    "BACKBONES holds the two paper constructors, each taking the shared backbone arguments."
-    assert set(resnet.BACKBONES) == {'resnet50', 'resnet101'}
+def test_constructors_take_the_backbone_arguments():
+    "The paper's constructors take the shared backbone arguments; `feature_info` states the three features' channels."
     with torch.device('meta'):
-        model = resnet.BACKBONES['resnet50'](output_stride=8, multi_grid=(1, 2, 4), stem='beta', stride_placement='official', pretrained=False)
+        model = resnet.resnet50(output_stride=8, multi_grid=(1, 2, 4), stem='beta', stride_placement='official', pretrained=False)
     assert model.output_stride == 8 and model.input_mean == (0.5, 0.5, 0.5)
-    assert [info['channels'] for info in model.feature_info] == [256, 2048]
+    assert [(info['name'], info['channels'], info['reduction']) for info in model.feature_info] == \
+        [('low_level', 256, 4), ('conv3', 512, 8), ('out', 2048, 32)]
+    assert not hasattr(resnet, 'BACKBONES')  # the registry is deeplab_nb.model.BACKBONES, defined once
+
+
+def block4(model):
+    "(stride, dilation, padding) of block4's 3x3 convolutions, read from the built model."
+    return [(unit.conv2.stride[0], unit.conv2.dilation[0], unit.conv2.padding[0]) for unit in model.layer4]
+
+
+@pytest.mark.parametrize('layout', [dict(), dict(stem='beta', stride_placement='official')])
+def test_multi_grid_is_the_papers_in_both_layouts(layout):
+    "Multi-grid (1, 2, 4): block4 at 2 * (1, 2, 4) at OS 16 and 4 * (1, 2, 4) at OS 8, built so or set afterwards."
+    expected = {16: [(1, 2, 2), (1, 4, 4), (1, 8, 8)], 8: [(1, 4, 4), (1, 8, 8), (1, 16, 16)]}
+    with torch.device('meta'):
+        for output_stride in (16, 8): assert block4(resnet.resnet101(output_stride=output_stride, **layout)) == expected[output_stride]
+        model = resnet.resnet101(**layout)
+    for output_stride in (8, 32, 16, 8):
+        model.set_output_stride(output_stride)
+        if output_stride in expected: assert block4(model) == expected[output_stride]
+    assert [rate for _, rate, _ in block4(model.set_output_stride(32))] == [1, 2, 4]  # the unit rates themselves at OS 32
