@@ -19,7 +19,8 @@ from .data import (build_dataset, read_image, save_index_png, overlay, voc_color
                              check_output_dir, check_output_file)
 from .atrous import check_output_stride
 from .inference import evaluate, predict, multi_scale_predict, evaluating
-from .training import TrainConfig, train, load_trained_model, init_distributed, export_model, resolve_device
+from .engine import init_distributed, resolve_device
+from .training import TrainConfig, train, load_trained_model, export_model
 from .cpu import for_cpu, check_precision
 
 # %% ../nbs/15_cli.ipynb #58390fd5

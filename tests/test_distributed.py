@@ -9,7 +9,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.multiprocessing as mp
 from deeplab_nb.protocol import segmentation_loss
-from deeplab_nb.training import Trainer, TrainConfig, CPUSyncBatchNorm
+from deeplab_nb.engine import CPUSyncBatchNorm
+from deeplab_nb.training import Trainer, TrainConfig
 
 STEPS, BATCH = 3, 4  # global batch 4 = 2 processes x 2
 

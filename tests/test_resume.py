@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 from deeplab_nb.synthetic import make_synthetic_voc
-from deeplab_nb.training import TrainConfig, Trainer, load_checkpoint, read_log, train_loader
+from deeplab_nb.engine import load_checkpoint, train_loader
+from deeplab_nb.training import TrainConfig, Trainer, read_log
 from deeplab_nb.data import build_dataset
 from deeplab_nb.transforms import train_transforms
 
