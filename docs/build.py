@@ -525,7 +525,7 @@ def readme_text(proc: Path):
             if src: parts.append('```python\n' + src + '\n```')
             parts += _outputs_md(cell)
     text = '\n\n'.join(p for p in parts if p) + '\n'
-    text = re.sub(r'\]\((\d\d_\w+\.ipynb)\)', r'](nbs/\1)', text)  # chapter links from the repository root
+    text = re.sub(r'\]\((\d\d[a-z]?_\w+\.ipynb)\)', r'](nbs/\1)', text)  # chapter links from the repository root (13a_cpu too)
     pages = _doc_pages(proc)  # nbdev's symbol links point at a published site: link the chapter notebook instead
     text = re.sub(_published_page() + r'(#[\w.]*)?', lambda m: f'nbs/{pages.get(m.group(1), m.group(1))}.ipynb', text)
     return '<!-- generated from nbs/index.ipynb by `python docs/build.py readme`: edit the notebook, not this file -->\n\n' + text

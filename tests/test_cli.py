@@ -42,6 +42,20 @@ def test_help(name):
     assert out.startswith('usage: ') and '--device' in out and 'output_stride' in out
 
 
+def test_every_config_field_is_a_train_option():
+    "deeplab_nb_train's options are generated from TrainConfig: each field is one, with its comment as help and its default."
+    from dataclasses import fields
+    from fastcore.docments import docments
+    from deeplab_nb.training import TrainConfig
+    text = ' '.join(script('deeplab_nb_train', '--help').stdout.split())  # argparse wraps lines: compare word sequences
+    comments = docments(TrainConfig)
+    for f in fields(TrainConfig):
+        assert f'--{f.name}' in text, f'TrainConfig.{f.name} is not an option of deeplab_nb_train'
+        shown = ' '.join(comments[f.name].split()) + ('' if f.default is None else f' (default: {f.default})')
+        assert shown in text, f'--{f.name}: help and default not shown as {shown!r}'
+    for own in ('--resume', '--overwrite', '--classes', '--quiet', '--debug'): assert own in text
+
+
 def test_train_writes_a_run(run):
     run_dir, result = run
     assert sorted(p.name for p in run_dir.iterdir()) == ['checkpoint.pt', 'curves.png', 'log.jsonl', 'metrics.json']
