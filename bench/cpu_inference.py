@@ -1,4 +1,4 @@
-"""CPU inference benchmark of issue 16 (chapter 13a_cpu): DeepLabv3+ ResNet-101 and Xception-65 at output stride 16 and
+"""CPU inference benchmark of issue 16 (chapter 14c_cpu): DeepLabv3+ ResNet-101 and Xception-65 at output stride 16 and
 the CPU default model, at 513x513, random-but-fixed weights (seed 0, random BN statistics).
 
 For each model, in one run and timed interleaved (every candidate once per round, medians over the rounds): the

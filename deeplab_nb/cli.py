@@ -112,7 +112,7 @@ def eval_cli(checkpoint:str,          # checkpoint.pt or run directory written b
              trimap:str=None,         # comma-separated trimap band widths in pixels, e.g. 1,2,4,8,16
              crop_size:int=None,      # pad every image to this size (official: 513); default: smallest k*OS+1
              device:str='auto',       # auto, cpu, cuda, ...
-             precision:str='fp32',    # CPU inference: fp32 (BN folded, exact) or bf16 (CPUs with native bf16; chapter 13a)
+             precision:str='fp32',    # CPU inference: fp32 (BN folded, exact) or bf16 (CPUs with native bf16; chapter 14c)
              output:str=None,         # results JSON (default: <run dir>/eval-<split>-os<OS>[-ms][-flip].json)
              quiet:bool=False,        # no progress bar
              debug:bool=False,        # show the traceback of an error
@@ -183,7 +183,7 @@ def predict_cli(checkpoint:str,                 # checkpoint.pt or run directory
                 flip:bool=False,                # also average the left-right flipped input
                 alpha:float=0.5,                # opacity of the class colours in the overlays
                 device:str='auto',              # auto, cpu, cuda, ...
-                precision:str='fp32',           # CPU inference: fp32 (BN folded, exact) or bf16 (CPUs with native bf16; chapter 13a)
+                precision:str='fp32',           # CPU inference: fp32 (BN folded, exact) or bf16 (CPUs with native bf16; chapter 14c)
                 debug:bool=False,               # show the traceback of an error
                ):
     "Segment images: <stem>.png (class indices, with the palette) and <stem>_overlay.png, one pair per image."

@@ -7,7 +7,7 @@ nbdev's own `nbdev_docs` needs Quarto, which cannot be installed offline; users 
 (nbs/_quarto.yml and nbs/nbdev.yml are kept). This script uses the same processing step (`nbdev.serve.proc_nbs`:
 directives, `show_doc` for every exported symbol, hidden cells removed) and hands the result to Sphinx instead, with
 what a learner reading the site needs: the exported code on the page (long cells folded behind a toggle that names
-what is inside), chapter numbers from the file names (`05_aspp` -> 5, `13a_cpu` -> 13a), figures with captions and
+what is inside), chapter numbers from the file names (`05_aspp` -> 5, `14c_cpu` -> 14c), figures with captions and
 alt text taken from the notebook, an API reference page and a general index, and the *source* notebook (from
 `nbs/`, cleaned) as each page's download.
 """
@@ -116,12 +116,12 @@ def process_notebooks(proc: Path):
 
 
 def chapter_order(proc: Path):
-    "Chapters in the order a reader learns them: the notebooks' prefixes (`13_...` < `13a_...` < `14_...`)."
+    "Chapters in the order a reader learns them: the notebooks' prefixes (`14_...` < `14a_...` < `14b_...` < `15_...`)."
     return sorted((p.stem for p in proc.glob('*.ipynb') if p.stem != 'index'), key=lambda stem: (chapter_number(stem) is None, _chapter_key(stem)))
 
 
 def chapter_number(stem):
-    "The chapter number a reader sees, from the file name: `05_aspp` -> '5', `13a_cpu` -> '13a'; None if unnumbered."
+    "The chapter number a reader sees, from the file name: `05_aspp` -> '5', `14c_cpu` -> '14c'; None if unnumbered."
     m = re.match(r'(\d+)([a-z]?)_', stem)
     return f'{int(m.group(1))}{m.group(2)}' if m else None
 
@@ -525,7 +525,7 @@ def readme_text(proc: Path):
             if src: parts.append('```python\n' + src + '\n```')
             parts += _outputs_md(cell)
     text = '\n\n'.join(p for p in parts if p) + '\n'
-    text = re.sub(r'\]\((\d\d[a-z]?_\w+\.ipynb)\)', r'](nbs/\1)', text)  # chapter links from the repository root (13a_cpu too)
+    text = re.sub(r'\]\((\d\d[a-z]?_\w+\.ipynb)\)', r'](nbs/\1)', text)  # chapter links from the repository root (14c_cpu too)
     pages = _doc_pages(proc)  # nbdev's symbol links point at a published site: link the chapter notebook instead
     text = re.sub(_published_page() + r'(#[\w.]*)?', lambda m: f'nbs/{pages.get(m.group(1), m.group(1))}.ipynb', text)
     return '<!-- generated from nbs/index.ipynb by `python docs/build.py readme`: edit the notebook, not this file -->\n\n' + text

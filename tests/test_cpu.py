@@ -1,4 +1,4 @@
-"""for_cpu (chapter 13a_cpu) across modules: BN folding exact on every architecture, the fp32 evaluation unchanged,
+"""for_cpu (chapter 14c_cpu) across modules: BN folding exact on every architecture, the fp32 evaluation unchanged,
 bf16 refused without native support, ONNX export equal to eager. Tolerances are the chapter's: float64 folding may
 differ from the unfolded model only by float64 rounding (relative 1e-9 through ~100 layers, with margin); float32 by
 float32 reordering (relative 1e-4 of the largest logit)."""
@@ -62,7 +62,7 @@ def test_not_on_cpu_is_returned_unchanged_in_fp32_and_refused_in_bf16():
 
 @pytest.mark.skipif(not native_bf16(), reason='this CPU has no native bf16')
 def test_bf16_close_to_fp32():
-    "bf16 logits come back in fp32 and agree with fp32 on most pixels (random weights: a loose 95%; trained: see 13a)."
+    "bf16 logits come back in fp32 and agree with fp32 on most pixels (random weights: a loose 95%; trained: see 14c)."
     model, val = random_model('deeplabv3plus_xception_tiny'), Subset(synthetic_dataset('val'), range(5))
     comparison = compare_predictions(model, for_cpu(model, 'bf16'), val, 7)
     assert comparison['agreement'] > 0.95

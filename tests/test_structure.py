@@ -1,0 +1,77 @@
+"""The package's shape: no import cycle between its modules (imports inside functions included), and no chapter that
+uses what a later chapter defines (read in order, each notebook imports only modules of earlier notebooks)."""
+import ast, json, re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / 'deeplab_nb'
+
+
+def imported_modules(source:str, own:str=None) -> set:
+    "deeplab_nb modules imported anywhere in `source` (top level or inside functions); `own`: the module, for relative imports."
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module: found.add(node.module.split('.')[0])
+            elif node.level == 1: found.update(alias.name for alias in node.names)
+            elif node.module and node.module.startswith('deeplab_nb.'): found.add(node.module.split('.')[1])
+            elif node.module == 'deeplab_nb': found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name.split('.')[1] for alias in node.names if alias.name.startswith('deeplab_nb.'))
+    modules = {p.stem for p in PACKAGE.glob('*.py')}
+    return {m for m in found if m in modules and m != own}
+
+
+def import_graph() -> dict:
+    return {p.stem: imported_modules(p.read_text(), p.stem) for p in PACKAGE.glob('*.py') if not p.stem.startswith('_')}
+
+
+def find_cycle(graph:dict):
+    "One cycle of `graph` as a list of nodes, or None."
+    state, stack = {}, []
+    def visit(node):
+        state[node] = 'open'; stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 'open': return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)): return cycle
+        state[node] = 'done'; stack.pop()
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)): return cycle
+
+
+def test_find_cycle_finds_one():
+    "The checker itself: a known cycle is found, an acyclic graph passes."
+    assert find_cycle({'a': {'b'}, 'b': {'c'}, 'c': {'a'}}) == ['a', 'b', 'c', 'a']
+    assert find_cycle({'a': {'b'}, 'b': {'c'}, 'c': set()}) is None
+    assert imported_modules('def f():\n    from .data import x\n', 'synthetic') == {'data'}  # lazy imports count
+
+
+def test_no_import_cycle():
+    graph = import_graph()
+    assert len(graph) > 10
+    cycle = find_cycle(graph)
+    assert cycle is None, f"import cycle: {' -> '.join(cycle)}"
+
+
+def chapter_key(path:Path):
+    number, letter = re.match(r'(\d+)([a-z]?)_', path.name).groups()
+    return int(number), letter
+
+
+def test_chapters_use_only_earlier_chapters():
+    "Each numbered notebook imports (in any code cell, hidden ones included) only modules exported by itself or earlier notebooks."
+    chapters = sorted((p for p in (ROOT / 'nbs').glob('*.ipynb') if re.match(r'\d+[a-z]?_', p.name)), key=chapter_key)
+    cells = {p: [''.join(c['source']) for c in json.loads(p.read_text())['cells'] if c['cell_type'] == 'code'] for p in chapters}
+    exported_by = {}
+    for p in chapters:
+        for source in cells[p]:
+            if m := re.search(r'^#\|\s*default_exp\s+(\w+)', source, re.M): exported_by[m[1]] = p
+    assert len(exported_by) > 10
+    late = []
+    for p in chapters:
+        for source in cells[p]:
+            code = '\n'.join(line for line in source.splitlines() if not line.lstrip().startswith(('%', '!', '#|')))
+            for module in imported_modules(code):
+                if module in exported_by and chapter_key(exported_by[module]) > chapter_key(p):
+                    late.append(f'{p.name} imports deeplab_nb.{module} ({exported_by[module].name})')
+    assert not late, 'chapters that use what a later chapter defines:\n' + '\n'.join(sorted(set(late)))
