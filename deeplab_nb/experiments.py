@@ -73,6 +73,13 @@ STUDY = {  # configuration -> what it changes from STUDY_DEFAULTS (nested dicts 
 # %% ../nbs/16_experiments.ipynb #77d8ffb7
 RECORDED_FIELDS = tuple(f for f in TrainConfig.__dataclass_fields__ if f not in ('device', 'workers', 'checkpoint_every', 'run_dir'))
 
+def _with_new_fields(record:dict) -> dict:
+    "`record`, its config completed: a run recorded before a TrainConfig field existed ran with that field's default."
+    train = record['config']['train']
+    for name in RECORDED_FIELDS:
+        if name not in train: train[name] = _plain(TrainConfig.__dataclass_fields__[name].default)
+    return record
+
 def _merge(base:dict, changes:dict) -> dict:
     "`base` with `changes` applied; dict values are merged one level down."
     return {**base, **{k: {**base[k], **v} if isinstance(base.get(k), dict) else v for k, v in changes.items()}}
@@ -194,7 +201,7 @@ def study_run(name:str,  # a key of STUDY
     config, rid = study_config(name, seed, **overrides), run_id(name, seed)
     path = Path(RECORDS if records is None else records) / f'{rid}.json'
     if path.exists():
-        record = json.loads(path.read_text())
+        record = _with_new_fields(json.loads(path.read_text()))
         if record['config'] != config: raise ValueError(f'{path} records another configuration of {rid}: delete it to run this one')
         return record
     run_dir = Path(RUN_ROOT if run_root is None else run_root) / rid
@@ -360,7 +367,7 @@ def lookup(record:dict, key:str):
 def load_records(records=None) -> dict:
     "Every run record in `records` (default: RECORDS), by run id."
     folder = Path(RECORDS if records is None else records)
-    return {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob('*.json'))}
+    return {path.stem: _with_new_fields(json.loads(path.read_text())) for path in sorted(folder.glob('*.json'))}
 
 def interval(values, confidence:float=CONFIDENCE) -> tuple:
     "(mean, [lo, hi], standard error) of `values` with a two-sided t interval; the interval is None below 2 values."

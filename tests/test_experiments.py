@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from deeplab_nb.experiments import (CLAIMS_PATH, STUDY, compute_claims, inference_madds, load_records, run_id,
+from deeplab_nb.experiments import (_cpu_model, CLAIMS_PATH, STUDY, compute_claims, inference_madds, load_records, run_id,
                                     study_config, _study_trainer)
 from deeplab_nb.model import build_model
 from deeplab_nb.separable import count_params
@@ -32,8 +32,13 @@ def test_record_comes_from_the_code_here(rid, record):
 
 def test_a_baseline_run_starts_with_its_recorded_losses(tmp_path):
     records = load_records()
-    rid = next((rid for rid in sorted(records) if rid.startswith('baseline-')), None)
-    if rid is None: pytest.skip('no baseline record yet')
+    # Bit equality holds on the CPU model that recorded the run. On another CPU model the kernels sum in another order
+    # and training diverges within a few steps (measured: records from an AMD EPYC replayed on an Intel Xeon agree at
+    # step 0 and differ by 1.6% at step 4), so the run replayed is one recorded on this CPU model when there is one.
+    baselines = [rid for rid in sorted(records) if rid.startswith('baseline-')]
+    if not baselines: pytest.skip('no baseline record yet')
+    here = [rid for rid in baselines if records[rid]['cpu'] == _cpu_model()]
+    rid = (here or baselines)[0]
     record = records[rid]
     previous = torch.get_num_threads()
     torch.set_num_threads(record['threads'])  # the same kernels' summation order as the recorded run
@@ -41,9 +46,10 @@ def test_a_baseline_run_starts_with_its_recorded_losses(tmp_path):
         trainer = _study_trainer(record['config'], tmp_path / rid, progress=False)
         losses = [trainer.step()['loss'] for _ in range(5)]
     finally: torch.set_num_threads(previous)
-    # Same code, data order and seed: equal to float32 rounding. Bit equality holds on the machine that recorded the run;
-    # another CPU (AVX2 vs AVX-512 kernels) may sum in another order, so allow 1e-5 relative.
-    assert losses == pytest.approx(record['losses']['first'][:5], rel=1e-5)
+    # Same code, data order and seed: equal to float32 rounding (1e-5 relative) on the CPU model that recorded the run;
+    # on another CPU model only the first step, before the updates diverge
+    compared = 5 if here else 1
+    assert losses[:compared] == pytest.approx(record['losses']['first'][:compared], rel=1e-5)
 
 
 def test_study_cli():
