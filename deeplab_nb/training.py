@@ -68,8 +68,8 @@ def _check_config(config):
             raise ValueError(f"{name}={value!r} is not True or False")
         setattr(config, name, None if value is None else bool(value))
     if config.model not in MODELS: raise ValueError(f"unknown model {config.model!r}: use one of {sorted(MODELS)}")
-    if config.dataset not in (*DATASETS, 'voc_aug'):
-        raise ValueError(f"unknown dataset {config.dataset!r}: use one of {sorted([*DATASETS, 'voc_aug'])}")
+    if config.dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {config.dataset!r}: use one of {sorted(DATASETS)}")
     if not isinstance(config.train_split, str) or not config.train_split: raise ValueError(f"train_split={config.train_split!r}: name the split to train on, e.g. train")
     if config.val_split is not None and not isinstance(config.val_split, str): raise ValueError(f"val_split={config.val_split!r}: name a split, or '' for no validation")
     for name in ('root', 'sbd_root', 'run_dir'): _check_path_field(config, name)
@@ -160,7 +160,7 @@ def build_run(config:TrainConfig, model=None, train_dataset=None, val_dataset=No
              ) -> tuple:
     "The (model, train_dataset, val_dataset) a config names; any of them passed in is kept."
     name, train_split, extra = config.dataset, config.train_split, {} if classes is None else dict(classes=classes)
-    if name == 'voc_aug': name, train_split = 'voc', 'train_aug'
+    if DATASETS[name].train_split != 'train': train_split = DATASETS[name].train_split  # voc_aug: the registry says train_aug
     if train_split == 'train_aug':
         if config.sbd_root is None: raise ValueError("dataset='voc_aug' (train_aug) needs sbd_root=<SBD's benchmark_RELEASE/dataset folder>")
         extra['sbd_root'] = config.sbd_root
