@@ -14,12 +14,13 @@ per-operator profile of the prepared fp32 ResNet-101. Writes bench.json, bench.t
 
 Peers are optional (pip install 'deeplab_nb[bench]'): a missing one is reported and skipped.
 """
-import argparse, importlib.util, json, logging, os, platform, sys, tempfile, time, warnings
+import argparse, importlib.util, json, logging, os, sys, tempfile, time, warnings
 from pathlib import Path
 
 import torch
 
 from deeplab_nb.cpu import export_onnx, for_cpu, median_times, native_bf16, sgemm_call
+from deeplab_nb.experiments import _cpu_model
 from deeplab_nb.model import build_model
 from deeplab_nb.resnet import randomize_batchnorm
 from deeplab_nb.separable import count_madds
@@ -44,11 +45,13 @@ def torchvision_deeplabv3():
 
 
 def compiled(model, image):
-    "`model` under torch.compile (inductor, freezing: weights constant-folded and prepacked), compiled for `image`."
+    "`model` under torch.compile (inductor, freezing), compiled for `image`; its compile seconds and largest logit error relative to `model`."
     net = torch.compile(model, options={'freezing': True})
     start = time.perf_counter()
-    with torch.no_grad(): net(image)
-    return net, time.perf_counter() - start
+    with torch.no_grad(): out = net(image)
+    seconds = time.perf_counter() - start
+    with torch.no_grad(): reference = model(image)
+    return net, seconds, ((out.float() - reference.float()).abs().max() / reference.float().abs().max()).item()
 
 
 def onnx_runners(onnx_path, image, threads):
@@ -80,17 +83,17 @@ def bench_model(name, size, repeats, compile_it, tv, folder, threads):
     madds = count_madds(model, image)
     calls = {'sgemm 2048^3': sgemm_call(), 'torchvision DeepLabv3-R101 fp32 eager': lambda: tv[0](image),
              'fp32 eager': lambda: model(image)}
-    compile_seconds = {}
+    compile_seconds, compile_error = {}, {}
     prepared = for_cpu(model)
     calls['fp32 prepared'] = lambda: prepared(image)
     if native_bf16():
         prepared_bf16 = for_cpu(model, 'bf16')
         calls['bf16 prepared'] = lambda: prepared_bf16(image)
     if compile_it:
-        net, compile_seconds['fp32'] = compiled(prepared, image)
+        net, compile_seconds['fp32'], compile_error['fp32'] = compiled(prepared, image)
         calls['fp32 prepared + torch.compile'] = lambda: net(image)
         if native_bf16():
-            net_bf16, compile_seconds['bf16'] = compiled(prepared_bf16, image)
+            net_bf16, compile_seconds['bf16'], compile_error['bf16'] = compiled(prepared_bf16, image)
             calls['bf16 prepared + torch.compile'] = lambda: net_bf16(image)
     start = time.perf_counter()
     onnx_path = export_onnx(model, Path(folder) / f'{name}.onnx', (size, size))
@@ -98,7 +101,7 @@ def bench_model(name, size, repeats, compile_it, tv, folder, threads):
     peers, versions = onnx_runners(onnx_path, image, threads)
     calls.update(peers)
     seconds = median_times(calls, repeats)
-    return dict(model=name, size=size, madds=madds, seconds=seconds, compile_seconds=compile_seconds,
+    return dict(model=name, size=size, madds=madds, seconds=seconds, compile_seconds=compile_seconds, compile_error=compile_error,
                 onnx_export_seconds=export_seconds, versions=versions)
 
 
@@ -196,7 +199,7 @@ def main(argv=None):
     text = table(results, tv_madds)
     environment = dict(torch=torch.__version__, threads=args.threads, native_bf16=native_bf16(),
                        avx512_bf16=torch.cpu._is_avx512_bf16_supported(), amx=torch.cpu._is_amx_tile_supported(),
-                       cpu=platform.processor() or platform.machine(), load_average_before=load_before,
+                       cpu=_cpu_model(), load_average_before=load_before,
                        load_average_after=os.getloadavg(), seconds=time.time() - started,
                        torchvision_deeplabv3_madds=tv_madds, date=time.strftime('%Y-%m-%d %H:%M'))
     print(text); print(f"load average before {load_before}, after {environment['load_average_after']}; "

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from deeplab_nb.experiments import (_cpu_model, CLAIMS_PATH, STUDY, compute_claims, inference_madds, load_records, run_id,
+from deeplab_nb.experiments import (_cpu_model, CLAIMS_PATH, RECORDS, STUDY, compute_claims, inference_madds, load_records, run_id,
                                     study_config, _study_trainer)
 from deeplab_nb.model import build_model
 from deeplab_nb.separable import count_params
@@ -18,10 +18,16 @@ def test_ledger_is_computed_from_the_records():
     assert json.loads(CLAIMS_PATH.read_text()) == compute_claims()
 
 
-@pytest.mark.parametrize('rid,record', sorted(load_records().items()) or [pytest.param(None, None, marks=pytest.mark.skip('no records yet'))])
-def test_record_comes_from_the_code_here(rid, record):
+# The study's records, and those of the failed convergence check at N = 8,000 (kept, with their step counts)
+RECORDED = [(rid, record, None) for rid, record in sorted(load_records().items())] + \
+           [(rid, record, record['config']['train']['steps']) for rid, record in sorted(load_records(RECORDS / 'n8000').items())]
+
+
+@pytest.mark.parametrize('rid,record,steps', RECORDED or [pytest.param(None, None, None, marks=pytest.mark.skip('no records yet'))])
+def test_record_comes_from_the_code_here(rid, record, steps):
     name, seed = record['config']['name'], record['seed']
-    assert rid == run_id(name, seed) and record['config'] == study_config(name, seed)
+    expected = study_config(name, seed) if steps is None else study_config(name, seed, steps=steps)
+    assert rid == run_id(name, seed) and record['config'] == expected
     config = record['config']
     model = build_model(config['model'], len(record['classes']), output_stride=config['train']['output_stride'], **config['model_kwargs'])
     assert count_params(model) == record['params']
