@@ -112,10 +112,10 @@ def test_build_dataset_synthetic_reads_the_bundled_copy():
 
 def test_voc_aug_trains_on_train_aug_and_scores_voc_val(tmp_path):
     "The registry's voc_aug entry drives the training run: train_aug (VOC + SBD) whatever train_split says, VOC's val to score."
-    from deeplab_nb.training import TrainConfig, build_run
+    from deeplab_nb.training import TrainConfig, _build_run
     from deeplab_nb.model import build_model
     voc, sbd = make_voc_fixture(tmp_path/'voc'), make_sbd_fixture(tmp_path/'sbd')
     config = TrainConfig(dataset='voc_aug', root=str(voc), sbd_root=str(sbd), crop_size=33, steps=1)
-    _, train, val = build_run(config, model=build_model('deeplabv3plus_xception_tiny', 21))
+    _, train, val = _build_run(config, model=build_model('deeplabv3plus_xception_tiny', 21))
     assert train.ids == build_dataset('voc', voc, 'train_aug', sbd_root=sbd).ids
     assert val.ids == build_dataset('voc', voc, 'val').ids

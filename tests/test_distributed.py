@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.multiprocessing as mp
 from deeplab_nb.protocol import segmentation_loss
-from deeplab_nb.engine import CPUSyncBatchNorm
+from deeplab_nb.engine import _CPUSyncBatchNorm
 from deeplab_nb.training import Trainer, TrainConfig
 
 STEPS, BATCH = 3, 4  # global batch 4 = 2 processes x 2
@@ -60,7 +60,7 @@ def trainer(freeze_bn, run_dir):
 def run(freeze_bn, run_dir):
     "Train STEPS steps; returns the final weights (BN statistics included) and the logged losses."
     t = trainer(freeze_bn, run_dir)
-    if t.world_size > 1: assert any(isinstance(m, CPUSyncBatchNorm) for m in t.module.modules())
+    if t.world_size > 1: assert any(isinstance(m, _CPUSyncBatchNorm) for m in t.module.modules())
     losses = [t.step()['loss'] for _ in range(STEPS)]
     return {k: v.detach().clone() for k, v in t.module.state_dict().items()}, losses
 
