@@ -14,15 +14,11 @@ from PIL import Image
 from torchvision import tv_tensors
 
 # %% auto #0
-__all__ = ['IGNORE_INDEX', 'VOC_CLASSES', 'VOC_PALETTE', 'VOID_COLOR', 'CONVERTIBLE_MODES', 'SIXTEEN_BIT_MODES', 'MASK_MODES',
-           'CityscapesLabel', 'CITYSCAPES_LABELS', 'CITYSCAPES_CLASSES', 'CITYSCAPES_PALETTE', 'IMAGE_SUFFIXES',
-           'CLASSES_FILE', 'DATASETS', 'check_number', 'check_output_dir', 'check_output_file', 'voc_colormap',
-           'colorize', 'overlay', 'read_image', 'read_index_mask', 'check_mask_values', 'check_same_size',
-           'check_classes', 'SegmentationDataset', 'fixture_sample', 'save_index_png', 'voc_dir', 'VOCSegmentation',
-           'make_voc_fixture', 'read_sbd_mask', 'check_no_leak', 'train_aug_ids', 'sbd_dir', 'train_aug_files',
-           'SBDSegmentation', 'save_sbd_mat', 'make_sbd_fixture', 'cityscapes_id_to_train_id', 'Cityscapes',
-           'make_cityscapes_fixture', 'FolderSegmentation', 'make_folder_fixture', 'read_classes', 'DatasetSpec',
-           'register_dataset', 'dataset_spec', 'build_dataset']
+__all__ = ['IGNORE_INDEX', 'VOC_CLASSES', 'VOC_PALETTE', 'CITYSCAPES_CLASSES', 'CITYSCAPES_PALETTE', 'IMAGE_SUFFIXES', 'DATASETS',
+           'check_number', 'check_output_dir', 'check_output_file', 'voc_colormap', 'colorize', 'overlay', 'read_image',
+           'read_index_mask', 'check_classes', 'SegmentationDataset', 'fixture_sample', 'save_index_png',
+           'make_voc_fixture', 'VOCSegmentation', 'SBDSegmentation', 'Cityscapes', 'FolderSegmentation',
+           'make_folder_fixture', 'register_dataset', 'dataset_spec', 'build_dataset']
 
 # %% ../nbs/09_data.ipynb #da482929
 def check_number(name:str, # the argument, as the user wrote it (e.g. 'lr' or '--lr'), for the message
@@ -46,7 +42,6 @@ def check_number(name:str, # the argument, as the user wrote it (e.g. 'lr' or '-
         raise ValueError(f"{name}={value!r} is out of range: need {above}{name}{below}{hint}")
     return value
 
-# %% ../nbs/09_data.ipynb #c1e4cd5a
 def check_output_dir(path, # a folder to write into (it may not exist yet)
                      name:str='output folder', # the argument, for the message (e.g. '--output_dir')
                     ) -> Path:
@@ -75,7 +70,6 @@ VOC_CLASSES = ['background', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', '
                'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa', 'train',
                'tvmonitor']
 
-# %% ../nbs/09_data.ipynb #a7f9fe99
 def voc_colormap(n:int=256, # number of colours (indices 0..n-1)
                 ) -> np.ndarray: # (n, 3) uint8
     "The VOC devkit's colour map (`VOClabelcolormap.m`): the bits of each index spread over R, G, B."
@@ -89,12 +83,12 @@ def voc_colormap(n:int=256, # number of colours (indices 0..n-1)
     return cmap
 
 VOC_PALETTE = voc_colormap(len(VOC_CLASSES))
-VOID_COLOR = tuple(int(v) for v in voc_colormap()[IGNORE_INDEX])  # (224, 224, 192): the cream 'void' band
+_VOID_COLOR = tuple(int(v) for v in voc_colormap()[IGNORE_INDEX])  # (224, 224, 192): the cream 'void' band
 
 # %% ../nbs/09_data.ipynb #3ef5fb17
 def colorize(mask, # (H, W) class indices, 255 = void (tensor or array)
              palette:np.ndarray=None, # (C, 3) uint8 colours; VOC's by default
-             void_color=VOID_COLOR, # colour of 255 (and of any index the palette does not cover)
+             void_color=_VOID_COLOR, # colour of 255 (and of any index the palette does not cover)
             ) -> np.ndarray: # (H, W, 3) uint8
     "Draw a class-index mask in colour."
     mask = np.asarray(mask.cpu() if torch.is_tensor(mask) else mask).astype(np.int64)
@@ -103,7 +97,6 @@ def colorize(mask, # (H, W) class indices, 255 = void (tensor or array)
     table[:len(palette)] = palette
     return table[np.clip(mask, 0, 255)]
 
-# %% ../nbs/09_data.ipynb #6e268216
 def _to_hwc_uint8(image):
     "An image as an (H, W, 3) uint8 array, from a (3, H, W) tensor (uint8, or float in [0, 1]) or an (H, W, 3) array."
     if torch.is_tensor(image):
@@ -127,8 +120,8 @@ def overlay(image, # (3, H, W) tensor (uint8 or float in [0, 1]) or (H, W, 3) ui
     return (image * (1 - weight) + colors * weight).round().astype(np.uint8)
 
 # %% ../nbs/09_data.ipynb #5ee1d640
-CONVERTIBLE_MODES = ('L', 'P', 'CMYK', 'YCbCr')  # image modes converted to RGB (with a warning)
-SIXTEEN_BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N')  # 16-bit grayscale: scaled to 8 bits, then converted (with a warning)
+_CONVERTIBLE_MODES = ('L', 'P', 'CMYK', 'YCbCr')  # image modes converted to RGB (with a warning)
+_SIXTEEN_BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N')  # 16-bit grayscale: scaled to 8 bits, then converted (with a warning)
 
 def _open(path, what):
     "Open and fully decode an image file, turning PIL's errors into ones that name the file."
@@ -142,38 +135,36 @@ def _open(path, what):
         raise ValueError(f'{path}: cannot decode this {what} file ({type(e).__name__}: {e}); the file is corrupt or truncated: '
                          're-download / re-extract it, or drop its id from the split file') from None
 
-# %% ../nbs/09_data.ipynb #1e6cc48a
 def read_image(path, # an image file PIL can decode
               ) -> np.ndarray: # (H, W, 3) uint8
     "Read an RGB image; convert grayscale/palette/CMYK/YCbCr with a warning; refuse other modes."
     im = _open(path, 'image')
     if im.mode == 'RGB': return np.array(im, np.uint8)
-    if im.mode in CONVERTIBLE_MODES:
+    if im.mode in _CONVERTIBLE_MODES:
         warnings.warn(f'{path}: image mode {im.mode!r} converted to RGB (the dataset should hold RGB images)', stacklevel=2)
         return np.array(im.convert('RGB'), np.uint8)
-    if im.mode in SIXTEEN_BIT_MODES:
+    if im.mode in _SIXTEEN_BIT_MODES:
         warnings.warn(f'{path}: 16-bit grayscale image ({im.mode!r}) scaled to 8 bits (x 255/65535) and converted to RGB', stacklevel=2)
         gray = ((np.array(im).astype(np.int64) * 255 + 32767) // 65535).astype(np.uint8)  # rounded; 65535 -> 255
         return np.repeat(gray[..., None], 3, axis=2)
-    raise ValueError(f'{path}: image mode {im.mode!r} is not supported (need 8-bit RGB; {", ".join(CONVERTIBLE_MODES)} and '
+    raise ValueError(f'{path}: image mode {im.mode!r} is not supported (need 8-bit RGB; {", ".join(_CONVERTIBLE_MODES)} and '
                      f'16-bit grayscale are converted). Convert it yourself, deciding how (e.g. flatten the alpha channel onto a background), '
                      "e.g. PIL.Image.open(p).convert('RGB').save(p)")
 
-# %% ../nbs/09_data.ipynb #e4ad2408
-MASK_MODES = ('P', 'L', 'I', 'I;16')  # index-image modes: the pixel values are the labels
+_MASK_MODES = ('P', 'L', 'I', 'I;16')  # index-image modes: the pixel values are the labels
 
 def read_index_mask(path, # a PNG of class indices (palette 'P' or grayscale 'L')
                    ) -> np.ndarray: # (H, W) integer indices
     "Read an index mask as its stored indices (palette PNGs are not decoded to colours)."
     im = _open(path, 'mask')
-    if im.mode not in MASK_MODES:
-        raise ValueError(f'{path}: mask mode {im.mode!r} is not an index image (need one of {MASK_MODES}). '
+    if im.mode not in _MASK_MODES:
+        raise ValueError(f'{path}: mask mode {im.mode!r} is not an index image (need one of {_MASK_MODES}). '
                          'A colour (RGB) mask must be turned into class indices first: save it as a palette PNG or '
                          "an 8-bit 'L' PNG whose pixel values are the class indices (255 = void)")
     return np.array(im)
 
 # %% ../nbs/09_data.ipynb #a7591d8f
-def check_mask_values(mask:np.ndarray, # (H, W) integer labels
+def _check_mask_values(mask:np.ndarray, # (H, W) integer labels
                       num_classes:int, # valid labels are 0..num_classes-1 and 255
                       path=None, # the file, for the message
                      ):
@@ -190,14 +181,13 @@ def check_mask_values(mask:np.ndarray, # (H, W) integer labels
                          f'(0..{num_classes-1}) and void ({IGNORE_INDEX}): pass the full class list (classes=...) or '
                          f'relabel those pixels to {IGNORE_INDEX}')
 
-def check_same_size(image:np.ndarray, mask:np.ndarray, image_path=None, mask_path=None):
+def _check_same_size(image:np.ndarray, mask:np.ndarray, image_path=None, mask_path=None):
     "Raise if an image and its mask differ in height or width."
     if image.shape[:2] != mask.shape[:2]:
         raise ValueError(f'{mask_path or "mask"} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image {image_path or ""} is '
                          f'{image.shape[1]}x{image.shape[0]}: the annotation does not belong to this image or was resized '
                          '(check the ids / file names; resize masks only with nearest neighbour)')
 
-# %% ../nbs/09_data.ipynb #467f5fd7
 def check_classes(classes, # class names, label k = classes[k]
                  ) -> list:
     "The class names as a list of 1..255 distinct non-empty strings, else a ValueError saying what to pass."
@@ -237,8 +227,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         image, mask = self.load_image(i), self.load_mask(i)
-        check_same_size(image, mask, self.images[i], self.masks[i])
-        check_mask_values(mask, len(self.classes), self.masks[i])
+        _check_same_size(image, mask, self.images[i], self.masks[i])
+        _check_mask_values(mask, len(self.classes), self.masks[i])
         image = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous())
         mask = tv_tensors.Mask(torch.from_numpy(mask.astype(np.int64)))
         return self.transforms(image, mask) if self.transforms is not None else (image, mask)
@@ -270,7 +260,6 @@ def fixture_sample(rng:np.random.Generator, # the random source
         mask[ndimage.binary_dilation(edges, iterations=band - 1) if band > 1 else edges] = IGNORE_INDEX
     return image, mask
 
-# %% ../nbs/09_data.ipynb #ba9bc6bc
 def save_index_png(mask:np.ndarray, # (H, W) uint8 indices
                    path, # where to write
                    palette:np.ndarray=None, # (n, 3) colour table stored in the file; VOC's 256 colours by default
@@ -281,63 +270,6 @@ def save_index_png(mask:np.ndarray, # (H, W) uint8 indices
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     im.save(path)
 
-# %% ../nbs/09_data.ipynb #7047ede3
-def _read_split(split_file:Path) -> list:
-    "The ids listed in a split file, one per line (blank lines skipped)."
-    ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
-    if not ids: raise ValueError(f'{split_file}: the split file lists no ids: re-extract the dataset')
-    return ids
-
-def _check_files(paths, split_file, what):
-    "Raise one FileNotFoundError naming every missing file (first few) and the split file that asked for them."
-    missing = [str(p) for p in paths if not Path(p).is_file()]
-    if missing:
-        raise FileNotFoundError(f'{split_file} names {len(missing)} {what} that do not exist, e.g. {missing[:3]}: '
-                                'the dataset is incomplete (re-extract it) or the split file belongs to another copy')
-
-def voc_dir(root) -> Path:
-    "The `VOCdevkit/VOC2012` folder under `root`, with an error that says what to pass when it is not there."
-    root = Path(root)
-    if not root.exists(): raise FileNotFoundError(f'{root}: dataset root does not exist: pass the folder that contains VOCdevkit/ '
-                                                  '(extract VOCtrainval_11-May-2012.tar there)')
-    voc = root/'VOCdevkit'/'VOC2012'
-    if not voc.is_dir():
-        hint = ''
-        if (root/'JPEGImages').is_dir(): hint = f' (it looks like VOC2012 itself: pass {root.parent.parent})'
-        elif (root/'VOC2012').is_dir(): hint = f' (it looks like VOCdevkit itself: pass {root.parent})'
-        raise FileNotFoundError(f'{root}: no VOCdevkit/VOC2012 inside{hint}: pass the folder that contains VOCdevkit/')
-    return voc
-
-# %% ../nbs/09_data.ipynb #af4d9192
-class VOCSegmentation(SegmentationDataset):
-    "PASCAL VOC 2012 segmentation, read from its own layout; `split='train_aug'` adds SBD (needs `sbd_root`)."
-    def __init__(self,
-                 root, # the folder containing VOCdevkit/
-                 split:str='train', # 'train', 'val', 'trainval' (any ImageSets/Segmentation/<split>.txt), or 'train_aug'
-                 sbd_root=None, # SBD's `dataset` folder (cls/, img/, train.txt, val.txt); needed for 'train_aug'
-                 classes:list=None, # class names; VOC's 21 by default (the bundled dataset passes its own)
-                 palette:np.ndarray=None, # (C, 3) colours; VOC's colour map by default
-                 transforms=None, # callable (image, mask) -> (image, mask)
-                ):
-        self.root, self.split, voc = Path(root), split, voc_dir(root)
-        if split == 'train_aug':
-            if sbd_root is None: raise ValueError("split='train_aug' needs sbd_root=<SBD's dataset folder> (benchmark_RELEASE/dataset)")
-            ids, images, masks = train_aug_files(voc, sbd_root)
-        else:
-            split_file = voc/'ImageSets'/'Segmentation'/f'{split}.txt'
-            if not split_file.is_file():
-                have = sorted(p.stem for p in split_file.parent.glob('*.txt'))
-                raise FileNotFoundError(f'{split_file}: no such split file: use one of {have + ["train_aug"]}')
-            ids = _read_split(split_file)
-            images = [voc/'JPEGImages'/f'{i}.jpg' for i in ids]
-            masks = [voc/'SegmentationClass'/f'{i}.png' for i in ids]
-            _check_files(images, split_file, 'images'); _check_files(masks, split_file, 'annotations')
-        super().__init__(ids, images, masks, VOC_CLASSES if classes is None else classes, palette, transforms)
-
-    def load_mask(self, i):
-        return read_sbd_mask(self.masks[i]) if self.masks[i].suffix == '.mat' else read_index_mask(self.masks[i])
-
-# %% ../nbs/09_data.ipynb #7cd49547
 def make_voc_fixture(root, # folder to create VOCdevkit/VOC2012 in
                      splits:dict=None, # {split: [ids]}; default 3 train + 2 val ids
                      size=(48, 64), # (H, W) of every image, or a callable rng -> (H, W)
@@ -358,89 +290,63 @@ def make_voc_fixture(root, # folder to create VOCdevkit/VOC2012 in
         (voc/'ImageSets'/'Segmentation'/'trainval.txt').write_text(''.join(f'{i}\n' for i in splits['train'] + splits['val']))
     return Path(root)
 
-# %% ../nbs/09_data.ipynb #eca66a26
-def read_sbd_mask(path, # an SBD `cls/<id>.mat` file
-                 ) -> np.ndarray: # (H, W) uint8 class indices
-    "Read `GTcls.Segmentation` from an SBD class annotation (.mat) with scipy."
-    import scipy.io
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f'{path}: SBD annotation not found: check sbd_root (SBD\'s benchmark_RELEASE/dataset folder)')
-    try: mat = scipy.io.loadmat(path)
-    except Exception as e:
-        raise ValueError(f'{path}: cannot read this .mat file ({type(e).__name__}: {e}); it is corrupt or truncated: re-extract SBD') from None
-    try: return np.asarray(mat['GTcls'][0]['Segmentation'][0])
-    except (KeyError, IndexError, ValueError) as e:
-        raise ValueError(f'{path}: not an SBD class annotation (no struct GTcls with field Segmentation): '
-                         'use the files from SBD\'s cls/ folder (not inst/)') from None
-
-# %% ../nbs/09_data.ipynb #f80542a5
-def check_no_leak(train_ids, # ids used for training
-                  val_ids, # ids held out for evaluation
-                  what:str='train', # name of the training split, for the message
-                 ):
-    "Raise if any evaluation id is also a training id."
-    leaked = sorted(set(train_ids) & set(val_ids))
-    if leaked: raise ValueError(f'{len(leaked)} val ids leak into {what}, e.g. {leaked[:5]}: remove them from the training list')
-
-def train_aug_ids(voc_train, # VOC 2012 train ids
-                  sbd_train, # SBD train ids
-                  sbd_val, # SBD val ids
-                  voc_val, # VOC 2012 val ids (removed)
-                 ) -> list: # sorted, unique
-    "The paper's train_aug split: VOC train + SBD train + SBD val, minus VOC val."
-    ids = sorted((set(voc_train) | set(sbd_train) | set(sbd_val)) - set(voc_val))
-    check_no_leak(ids, voc_val, 'train_aug')
+# %% ../nbs/09_data.ipynb #7047ede3
+def _read_split(split_file:Path) -> list:
+    "The ids listed in a split file, one per line (blank lines skipped)."
+    ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
+    if not ids: raise ValueError(f'{split_file}: the split file lists no ids: re-extract the dataset')
     return ids
 
-# %% ../nbs/09_data.ipynb #54cf591d
-def sbd_dir(sbd_root) -> Path:
-    "Check SBD's `dataset` folder (cls/, train.txt, val.txt) and return it."
-    sbd = Path(sbd_root)
-    if not sbd.exists(): raise FileNotFoundError(f'{sbd}: SBD root does not exist: pass SBD\'s benchmark_RELEASE/dataset folder (with cls/, img/, train.txt, val.txt)')
-    for inner in (sbd/'dataset', sbd/'benchmark_RELEASE'/'dataset'):  # accept the archive's outer folders too
-        if not (sbd/'cls').is_dir() and (inner/'cls').is_dir(): sbd = inner
-    for need in ('cls', 'train.txt', 'val.txt'):
-        if not (sbd/need).exists(): raise FileNotFoundError(f'{sbd}: no {need} inside: pass SBD\'s benchmark_RELEASE/dataset folder (with cls/, img/, train.txt, val.txt)')
-    return sbd
+def _check_files(paths, split_file, what):
+    "Raise one FileNotFoundError naming every missing file (first few) and the split file that asked for them."
+    missing = [str(p) for p in paths if not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(f'{split_file} names {len(missing)} {what} that do not exist, e.g. {missing[:3]}: '
+                                'the dataset is incomplete (re-extract it) or the split file belongs to another copy')
 
-def train_aug_files(voc, # the VOCdevkit/VOC2012 folder
-                    sbd_root, # SBD's dataset folder
-                   ):
-    "ids, image files and mask files of train_aug: VOC's PNG where VOC annotates the image, SBD's .mat otherwise."
-    sbd = sbd_dir(sbd_root)
-    split_dir = voc/'ImageSets'/'Segmentation'
-    voc_train, voc_val = _read_split(split_dir/'train.txt'), _read_split(split_dir/'val.txt')
-    ids = train_aug_ids(voc_train, _read_split(sbd/'train.txt'), _read_split(sbd/'val.txt'), voc_val)
-    images, masks = [], []
-    for i in ids:
-        png, jpg = voc/'SegmentationClass'/f'{i}.png', voc/'JPEGImages'/f'{i}.jpg'
-        images.append(jpg if jpg.is_file() else sbd/'img'/f'{i}.jpg')
-        masks.append(png if png.is_file() else sbd/'cls'/f'{i}.mat')
-    _check_files(images, f'train_aug ({split_dir/"train.txt"} + {sbd/"train.txt"} + {sbd/"val.txt"})', 'images')
-    _check_files(masks, f'train_aug ({sbd/"train.txt"} + {sbd/"val.txt"})', 'annotations')
-    return ids, images, masks
+def _voc_dir(root) -> Path:
+    "The `VOCdevkit/VOC2012` folder under `root`, with an error that says what to pass when it is not there."
+    root = Path(root)
+    if not root.exists(): raise FileNotFoundError(f'{root}: dataset root does not exist: pass the folder that contains VOCdevkit/ '
+                                                  '(extract VOCtrainval_11-May-2012.tar there)')
+    voc = root/'VOCdevkit'/'VOC2012'
+    if not voc.is_dir():
+        hint = ''
+        if (root/'JPEGImages').is_dir(): hint = f' (it looks like VOC2012 itself: pass {root.parent.parent})'
+        elif (root/'VOC2012').is_dir(): hint = f' (it looks like VOCdevkit itself: pass {root.parent})'
+        raise FileNotFoundError(f'{root}: no VOCdevkit/VOC2012 inside{hint}: pass the folder that contains VOCdevkit/')
+    return voc
 
-# %% ../nbs/09_data.ipynb #fd227483
-class SBDSegmentation(SegmentationDataset):
-    "The Semantic Boundaries Dataset on its own: `img/<id>.jpg` with `cls/<id>.mat`, split by `train.txt` / `val.txt`."
+class VOCSegmentation(SegmentationDataset):
+    "PASCAL VOC 2012 segmentation, read from its own layout; `split='train_aug'` adds SBD (needs `sbd_root`)."
     def __init__(self,
-                 root, # SBD's dataset folder (benchmark_RELEASE/dataset), or the folder containing it
-                 split:str='train', # 'train' or 'val'
-                 classes:list=None, # VOC's 21 by default
+                 root, # the folder containing VOCdevkit/
+                 split:str='train', # 'train', 'val', 'trainval' (any ImageSets/Segmentation/<split>.txt), or 'train_aug'
+                 sbd_root=None, # SBD's `dataset` folder (cls/, img/, train.txt, val.txt); needed for 'train_aug'
+                 classes:list=None, # class names; VOC's 21 by default (the bundled dataset passes its own)
                  palette:np.ndarray=None, # (C, 3) colours; VOC's colour map by default
                  transforms=None, # callable (image, mask) -> (image, mask)
                 ):
-        self.root, self.split, sbd = Path(root), split, sbd_dir(root)
-        if split not in ('train', 'val'): raise ValueError(f"SBD split {split!r}: use 'train' or 'val' (or VOCSegmentation(..., split='train_aug'))")
-        ids = _read_split(sbd/f'{split}.txt')
-        images, masks = [sbd/'img'/f'{i}.jpg' for i in ids], [sbd/'cls'/f'{i}.mat' for i in ids]
-        _check_files(images, sbd/f'{split}.txt', 'images'); _check_files(masks, sbd/f'{split}.txt', 'annotations')
+        self.root, self.split, voc = Path(root), split, _voc_dir(root)
+        if split == 'train_aug':
+            if sbd_root is None: raise ValueError("split='train_aug' needs sbd_root=<SBD's dataset folder> (benchmark_RELEASE/dataset)")
+            ids, images, masks = _train_aug_files(voc, sbd_root)
+        else:
+            split_file = voc/'ImageSets'/'Segmentation'/f'{split}.txt'
+            if not split_file.is_file():
+                have = sorted(p.stem for p in split_file.parent.glob('*.txt'))
+                raise FileNotFoundError(f'{split_file}: no such split file: use one of {have + ["train_aug"]}')
+            ids = _read_split(split_file)
+            images = [voc/'JPEGImages'/f'{i}.jpg' for i in ids]
+            masks = [voc/'SegmentationClass'/f'{i}.png' for i in ids]
+            _check_files(images, split_file, 'images'); _check_files(masks, split_file, 'annotations')
         super().__init__(ids, images, masks, VOC_CLASSES if classes is None else classes, palette, transforms)
 
-    def load_mask(self, i): return read_sbd_mask(self.masks[i])
+    def load_mask(self, i):
+        return _read_sbd_mask(self.masks[i]) if self.masks[i].suffix == '.mat' else read_index_mask(self.masks[i])
 
 # %% ../nbs/09_data.ipynb #f1abd258
-def save_sbd_mat(mask:np.ndarray, # (H, W) class indices (SBD has no void band)
+def _save_sbd_mat(mask:np.ndarray, # (H, W) class indices (SBD has no void band)
                  path, # where to write the .mat
                 ):
     "Write a mask as an SBD `cls` file: struct `GTcls` with `Segmentation`, `Boundaries`, `CategoriesPresent`."
@@ -455,7 +361,7 @@ def save_sbd_mat(mask:np.ndarray, # (H, W) class indices (SBD has no void band)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     scipy.io.savemat(path, {'GTcls': {'Segmentation': mask, 'Boundaries': boundaries, 'CategoriesPresent': present}})
 
-def make_sbd_fixture(root, # folder to create benchmark_RELEASE/dataset in
+def _make_sbd_fixture(root, # folder to create benchmark_RELEASE/dataset in
                      splits:dict=None, # {'train': [ids], 'val': [ids]}
                      size=(48, 64), # (H, W)
                      seed:int=1, # the random seed
@@ -467,64 +373,167 @@ def make_sbd_fixture(root, # folder to create benchmark_RELEASE/dataset in
     for i in dict.fromkeys(i for ids in splits.values() for i in ids):
         image, mask = fixture_sample(rng, size, band=0)
         Image.fromarray(image).save(sbd/'img'/f'{i}.jpg', quality=95)
-        save_sbd_mat(mask, sbd/'cls'/f'{i}.mat')
+        _save_sbd_mat(mask, sbd/'cls'/f'{i}.mat')
     for split, ids in splits.items(): (sbd/f'{split}.txt').write_text(''.join(f'{i}\n' for i in ids))
     return sbd
 
+# %% ../nbs/09_data.ipynb #eca66a26
+def _read_sbd_mask(path, # an SBD `cls/<id>.mat` file
+                 ) -> np.ndarray: # (H, W) uint8 class indices
+    "Read `GTcls.Segmentation` from an SBD class annotation (.mat) with scipy."
+    import scipy.io
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f'{path}: SBD annotation not found: check sbd_root (SBD\'s benchmark_RELEASE/dataset folder)')
+    try: mat = scipy.io.loadmat(path)
+    except Exception as e:
+        raise ValueError(f'{path}: cannot read this .mat file ({type(e).__name__}: {e}); it is corrupt or truncated: re-extract SBD') from None
+    try: return np.asarray(mat['GTcls'][0]['Segmentation'][0])
+    except (KeyError, IndexError, ValueError) as e:
+        raise ValueError(f'{path}: not an SBD class annotation (no struct GTcls with field Segmentation): '
+                         'use the files from SBD\'s cls/ folder (not inst/)') from None
+
+def _sbd_dir(sbd_root) -> Path:
+    "Check SBD's `dataset` folder (cls/, train.txt, val.txt) and return it."
+    sbd = Path(sbd_root)
+    if not sbd.exists(): raise FileNotFoundError(f'{sbd}: SBD root does not exist: pass SBD\'s benchmark_RELEASE/dataset folder (with cls/, img/, train.txt, val.txt)')
+    for inner in (sbd/'dataset', sbd/'benchmark_RELEASE'/'dataset'):  # accept the archive's outer folders too
+        if not (sbd/'cls').is_dir() and (inner/'cls').is_dir(): sbd = inner
+    for need in ('cls', 'train.txt', 'val.txt'):
+        if not (sbd/need).exists(): raise FileNotFoundError(f'{sbd}: no {need} inside: pass SBD\'s benchmark_RELEASE/dataset folder (with cls/, img/, train.txt, val.txt)')
+    return sbd
+
+class SBDSegmentation(SegmentationDataset):
+    "The Semantic Boundaries Dataset on its own: `img/<id>.jpg` with `cls/<id>.mat`, split by `train.txt` / `val.txt`."
+    def __init__(self,
+                 root, # SBD's dataset folder (benchmark_RELEASE/dataset), or the folder containing it
+                 split:str='train', # 'train' or 'val'
+                 classes:list=None, # VOC's 21 by default
+                 palette:np.ndarray=None, # (C, 3) colours; VOC's colour map by default
+                 transforms=None, # callable (image, mask) -> (image, mask)
+                ):
+        self.root, self.split, sbd = Path(root), split, _sbd_dir(root)
+        if split not in ('train', 'val'): raise ValueError(f"SBD split {split!r}: use 'train' or 'val' (or VOCSegmentation(..., split='train_aug'))")
+        ids = _read_split(sbd/f'{split}.txt')
+        images, masks = [sbd/'img'/f'{i}.jpg' for i in ids], [sbd/'cls'/f'{i}.mat' for i in ids]
+        _check_files(images, sbd/f'{split}.txt', 'images'); _check_files(masks, sbd/f'{split}.txt', 'annotations')
+        super().__init__(ids, images, masks, VOC_CLASSES if classes is None else classes, palette, transforms)
+
+    def load_mask(self, i): return _read_sbd_mask(self.masks[i])
+
+# %% ../nbs/09_data.ipynb #f80542a5
+def _check_no_leak(train_ids, # ids used for training
+                  val_ids, # ids held out for evaluation
+                  what:str='train', # name of the training split, for the message
+                 ):
+    "Raise if any evaluation id is also a training id."
+    leaked = sorted(set(train_ids) & set(val_ids))
+    if leaked: raise ValueError(f'{len(leaked)} val ids leak into {what}, e.g. {leaked[:5]}: remove them from the training list')
+
+def _train_aug_ids(voc_train, # VOC 2012 train ids
+                  sbd_train, # SBD train ids
+                  sbd_val, # SBD val ids
+                  voc_val, # VOC 2012 val ids (removed)
+                 ) -> list: # sorted, unique
+    "The paper's train_aug split: VOC train + SBD train + SBD val, minus VOC val."
+    ids = sorted((set(voc_train) | set(sbd_train) | set(sbd_val)) - set(voc_val))
+    _check_no_leak(ids, voc_val, 'train_aug')
+    return ids
+
+def _train_aug_files(voc, # the VOCdevkit/VOC2012 folder
+                    sbd_root, # SBD's dataset folder
+                   ):
+    "ids, image files and mask files of train_aug: VOC's PNG where VOC annotates the image, SBD's .mat otherwise."
+    sbd = _sbd_dir(sbd_root)
+    split_dir = voc/'ImageSets'/'Segmentation'
+    voc_train, voc_val = _read_split(split_dir/'train.txt'), _read_split(split_dir/'val.txt')
+    ids = _train_aug_ids(voc_train, _read_split(sbd/'train.txt'), _read_split(sbd/'val.txt'), voc_val)
+    images, masks = [], []
+    for i in ids:
+        png, jpg = voc/'SegmentationClass'/f'{i}.png', voc/'JPEGImages'/f'{i}.jpg'
+        images.append(jpg if jpg.is_file() else sbd/'img'/f'{i}.jpg')
+        masks.append(png if png.is_file() else sbd/'cls'/f'{i}.mat')
+    _check_files(images, f'train_aug ({split_dir/"train.txt"} + {sbd/"train.txt"} + {sbd/"val.txt"})', 'images')
+    _check_files(masks, f'train_aug ({sbd/"train.txt"} + {sbd/"val.txt"})', 'annotations')
+    return ids, images, masks
+
 # %% ../nbs/09_data.ipynb #0950e562
 from collections import namedtuple
-CityscapesLabel = namedtuple('CityscapesLabel', 'name id train_id category category_id has_instances ignore_in_eval color')
+_CityscapesLabel = namedtuple('_CityscapesLabel', 'name id train_id category category_id has_instances ignore_in_eval color')
 
-CITYSCAPES_LABELS = [  # cityscapesscripts/helpers/labels.py, verbatim (trainId 255 = not trained on, ignored)
+_CITYSCAPES_LABELS = [  # cityscapesscripts/helpers/labels.py, verbatim (trainId 255 = not trained on, ignored)
     #                name                   id  trainId  category        catId  hasInstances  ignoreInEval  color
-    CityscapesLabel('unlabeled',              0, 255, 'void',          0, False, True,  (  0,   0,   0)),
-    CityscapesLabel('ego vehicle',            1, 255, 'void',          0, False, True,  (  0,   0,   0)),
-    CityscapesLabel('rectification border',   2, 255, 'void',          0, False, True,  (  0,   0,   0)),
-    CityscapesLabel('out of roi',             3, 255, 'void',          0, False, True,  (  0,   0,   0)),
-    CityscapesLabel('static',                 4, 255, 'void',          0, False, True,  (  0,   0,   0)),
-    CityscapesLabel('dynamic',                5, 255, 'void',          0, False, True,  (111,  74,   0)),
-    CityscapesLabel('ground',                 6, 255, 'void',          0, False, True,  ( 81,   0,  81)),
-    CityscapesLabel('road',                   7,   0, 'flat',          1, False, False, (128,  64, 128)),
-    CityscapesLabel('sidewalk',               8,   1, 'flat',          1, False, False, (244,  35, 232)),
-    CityscapesLabel('parking',                9, 255, 'flat',          1, False, True,  (250, 170, 160)),
-    CityscapesLabel('rail track',            10, 255, 'flat',          1, False, True,  (230, 150, 140)),
-    CityscapesLabel('building',              11,   2, 'construction',  2, False, False, ( 70,  70,  70)),
-    CityscapesLabel('wall',                  12,   3, 'construction',  2, False, False, (102, 102, 156)),
-    CityscapesLabel('fence',                 13,   4, 'construction',  2, False, False, (190, 153, 153)),
-    CityscapesLabel('guard rail',            14, 255, 'construction',  2, False, True,  (180, 165, 180)),
-    CityscapesLabel('bridge',                15, 255, 'construction',  2, False, True,  (150, 100, 100)),
-    CityscapesLabel('tunnel',                16, 255, 'construction',  2, False, True,  (150, 120,  90)),
-    CityscapesLabel('pole',                  17,   5, 'object',        3, False, False, (153, 153, 153)),
-    CityscapesLabel('polegroup',             18, 255, 'object',        3, False, True,  (153, 153, 153)),
-    CityscapesLabel('traffic light',         19,   6, 'object',        3, False, False, (250, 170,  30)),
-    CityscapesLabel('traffic sign',          20,   7, 'object',        3, False, False, (220, 220,   0)),
-    CityscapesLabel('vegetation',            21,   8, 'nature',        4, False, False, (107, 142,  35)),
-    CityscapesLabel('terrain',               22,   9, 'nature',        4, False, False, (152, 251, 152)),
-    CityscapesLabel('sky',                   23,  10, 'sky',           5, False, False, ( 70, 130, 180)),
-    CityscapesLabel('person',                24,  11, 'human',         6, True,  False, (220,  20,  60)),
-    CityscapesLabel('rider',                 25,  12, 'human',         6, True,  False, (255,   0,   0)),
-    CityscapesLabel('car',                   26,  13, 'vehicle',       7, True,  False, (  0,   0, 142)),
-    CityscapesLabel('truck',                 27,  14, 'vehicle',       7, True,  False, (  0,   0,  70)),
-    CityscapesLabel('bus',                   28,  15, 'vehicle',       7, True,  False, (  0,  60, 100)),
-    CityscapesLabel('caravan',               29, 255, 'vehicle',       7, True,  True,  (  0,   0,  90)),
-    CityscapesLabel('trailer',               30, 255, 'vehicle',       7, True,  True,  (  0,   0, 110)),
-    CityscapesLabel('train',                 31,  16, 'vehicle',       7, True,  False, (  0,  80, 100)),
-    CityscapesLabel('motorcycle',            32,  17, 'vehicle',       7, True,  False, (  0,   0, 230)),
-    CityscapesLabel('bicycle',               33,  18, 'vehicle',       7, True,  False, (119,  11,  32)),
-    CityscapesLabel('license plate',         -1,  -1, 'vehicle',       7, False, True,  (  0,   0, 142)),
+    _CityscapesLabel('unlabeled',              0, 255, 'void',          0, False, True,  (  0,   0,   0)),
+    _CityscapesLabel('ego vehicle',            1, 255, 'void',          0, False, True,  (  0,   0,   0)),
+    _CityscapesLabel('rectification border',   2, 255, 'void',          0, False, True,  (  0,   0,   0)),
+    _CityscapesLabel('out of roi',             3, 255, 'void',          0, False, True,  (  0,   0,   0)),
+    _CityscapesLabel('static',                 4, 255, 'void',          0, False, True,  (  0,   0,   0)),
+    _CityscapesLabel('dynamic',                5, 255, 'void',          0, False, True,  (111,  74,   0)),
+    _CityscapesLabel('ground',                 6, 255, 'void',          0, False, True,  ( 81,   0,  81)),
+    _CityscapesLabel('road',                   7,   0, 'flat',          1, False, False, (128,  64, 128)),
+    _CityscapesLabel('sidewalk',               8,   1, 'flat',          1, False, False, (244,  35, 232)),
+    _CityscapesLabel('parking',                9, 255, 'flat',          1, False, True,  (250, 170, 160)),
+    _CityscapesLabel('rail track',            10, 255, 'flat',          1, False, True,  (230, 150, 140)),
+    _CityscapesLabel('building',              11,   2, 'construction',  2, False, False, ( 70,  70,  70)),
+    _CityscapesLabel('wall',                  12,   3, 'construction',  2, False, False, (102, 102, 156)),
+    _CityscapesLabel('fence',                 13,   4, 'construction',  2, False, False, (190, 153, 153)),
+    _CityscapesLabel('guard rail',            14, 255, 'construction',  2, False, True,  (180, 165, 180)),
+    _CityscapesLabel('bridge',                15, 255, 'construction',  2, False, True,  (150, 100, 100)),
+    _CityscapesLabel('tunnel',                16, 255, 'construction',  2, False, True,  (150, 120,  90)),
+    _CityscapesLabel('pole',                  17,   5, 'object',        3, False, False, (153, 153, 153)),
+    _CityscapesLabel('polegroup',             18, 255, 'object',        3, False, True,  (153, 153, 153)),
+    _CityscapesLabel('traffic light',         19,   6, 'object',        3, False, False, (250, 170,  30)),
+    _CityscapesLabel('traffic sign',          20,   7, 'object',        3, False, False, (220, 220,   0)),
+    _CityscapesLabel('vegetation',            21,   8, 'nature',        4, False, False, (107, 142,  35)),
+    _CityscapesLabel('terrain',               22,   9, 'nature',        4, False, False, (152, 251, 152)),
+    _CityscapesLabel('sky',                   23,  10, 'sky',           5, False, False, ( 70, 130, 180)),
+    _CityscapesLabel('person',                24,  11, 'human',         6, True,  False, (220,  20,  60)),
+    _CityscapesLabel('rider',                 25,  12, 'human',         6, True,  False, (255,   0,   0)),
+    _CityscapesLabel('car',                   26,  13, 'vehicle',       7, True,  False, (  0,   0, 142)),
+    _CityscapesLabel('truck',                 27,  14, 'vehicle',       7, True,  False, (  0,   0,  70)),
+    _CityscapesLabel('bus',                   28,  15, 'vehicle',       7, True,  False, (  0,  60, 100)),
+    _CityscapesLabel('caravan',               29, 255, 'vehicle',       7, True,  True,  (  0,   0,  90)),
+    _CityscapesLabel('trailer',               30, 255, 'vehicle',       7, True,  True,  (  0,   0, 110)),
+    _CityscapesLabel('train',                 31,  16, 'vehicle',       7, True,  False, (  0,  80, 100)),
+    _CityscapesLabel('motorcycle',            32,  17, 'vehicle',       7, True,  False, (  0,   0, 230)),
+    _CityscapesLabel('bicycle',               33,  18, 'vehicle',       7, True,  False, (119,  11,  32)),
+    _CityscapesLabel('license plate',         -1,  -1, 'vehicle',       7, False, True,  (  0,   0, 142)),
 ]
 
-# %% ../nbs/09_data.ipynb #58b0cc5f
-_TRAINED = sorted((l for l in CITYSCAPES_LABELS if 0 <= l.train_id < IGNORE_INDEX), key=lambda l: l.train_id)
+_TRAINED = sorted((l for l in _CITYSCAPES_LABELS if 0 <= l.train_id < IGNORE_INDEX), key=lambda l: l.train_id)
 CITYSCAPES_CLASSES = [l.name for l in _TRAINED]  # the 19 training classes, in trainId order
 CITYSCAPES_PALETTE = np.array([l.color for l in _TRAINED], np.uint8)  # (19, 3)
 
-def cityscapes_id_to_train_id() -> np.ndarray: # (256,) uint8 lookup table; ids outside the table map to 255
+def _cityscapes_id_to_train_id() -> np.ndarray: # (256,) uint8 lookup table; ids outside the table map to 255
     "The official id -> trainId table as a lookup array (255 for ids that are not trained on)."
     table = np.full(256, IGNORE_INDEX, np.uint8)
-    for label in CITYSCAPES_LABELS:
+    for label in _CITYSCAPES_LABELS:
         if label.id >= 0: table[label.id] = label.train_id if 0 <= label.train_id < IGNORE_INDEX else IGNORE_INDEX
     return table
+
+# %% ../nbs/09_data.ipynb #9e689d3c
+def _make_cityscapes_fixture(root, # folder to create leftImg8bit/ and gtFine/ in
+                            splits:dict=None, # {split: {city: number of frames}}
+                            size=(32, 64), # (H, W); the real frames are 1024x2048
+                            seed:int=2, # the random seed
+                           ) -> Path: # root
+    "Write a small Cityscapes tree: leftImg8bit/{split}/{city}/*_leftImg8bit.png + gtFine/... labelIds and color PNGs."
+    splits = splits or {'train': {'aachen': 2, 'bochum': 1}, 'val': {'frankfurt': 2}}
+    root, rng = Path(root), np.random.default_rng(seed)
+    colors = np.zeros((256, 3), np.uint8)
+    for label in _CITYSCAPES_LABELS:
+        if label.id >= 0: colors[label.id] = label.color
+    for split, cities in splits.items():
+        for city, frames in cities.items():
+            (root/'leftImg8bit'/split/city).mkdir(parents=True, exist_ok=True); (root/'gtFine'/split/city).mkdir(parents=True, exist_ok=True)
+            for frame in range(frames):
+                stem = f'{city}_{frame:06d}_{19 + frame:06d}'
+                image, ids = fixture_sample(rng, size, labels=tuple(range(34)), colors=colors, band=0, num_objects=5)
+                ids[ids == 0] = 7  # 'road' rather than 'unlabeled' under the objects
+                ids[-max(1, size[0] // 8):] = 1  # the 'ego vehicle' bonnet along the bottom (id 1, not trained on)
+                Image.fromarray(image).save(root/'leftImg8bit'/split/city/f'{stem}_leftImg8bit.png')
+                Image.fromarray(ids, mode='L').save(root/'gtFine'/split/city/f'{stem}_gtFine_labelIds.png')
+                Image.fromarray(colors[ids]).save(root/'gtFine'/split/city/f'{stem}_gtFine_color.png')
+    return root
 
 # %% ../nbs/09_data.ipynb #fb3cab3a
 class Cityscapes(SegmentationDataset):
@@ -546,42 +555,17 @@ class Cityscapes(SegmentationDataset):
         stems = [p.name[:-len('_leftImg8bit.png')] for p in images]
         masks = [self.root/'gtFine'/split/p.parent.name/f'{s}_gtFine_labelIds.png' for p, s in zip(images, stems)]
         _check_files(masks, image_dir, 'images without a gtFine labelIds file (extract gtFine_trainvaltest.zip);')
-        self.id_to_train_id = cityscapes_id_to_train_id()
+        self.id_to_train_id = _cityscapes_id_to_train_id()
         super().__init__([f'{p.parent.name}/{s}' for p, s in zip(images, stems)], images, masks,
                          CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, transforms)
 
     def load_mask(self, i):
         "Read the raw label ids, check them against the official table, and map them to trainIds."
         ids = read_index_mask(self.masks[i])
-        unknown = np.setdiff1d(np.unique(ids), [l.id for l in CITYSCAPES_LABELS if l.id >= 0])
+        unknown = np.setdiff1d(np.unique(ids), [l.id for l in _CITYSCAPES_LABELS if l.id >= 0])
         if len(unknown): raise ValueError(f'{self.masks[i]}: label ids {unknown[:10].tolist()} are not in the Cityscapes table (0..33): '
                                           'this is not a *_gtFine_labelIds.png file (trainIds / color / instanceIds?): use the labelIds files')
         return self.id_to_train_id[ids]
-
-# %% ../nbs/09_data.ipynb #9e689d3c
-def make_cityscapes_fixture(root, # folder to create leftImg8bit/ and gtFine/ in
-                            splits:dict=None, # {split: {city: number of frames}}
-                            size=(32, 64), # (H, W); the real frames are 1024x2048
-                            seed:int=2, # the random seed
-                           ) -> Path: # root
-    "Write a small Cityscapes tree: leftImg8bit/{split}/{city}/*_leftImg8bit.png + gtFine/... labelIds and color PNGs."
-    splits = splits or {'train': {'aachen': 2, 'bochum': 1}, 'val': {'frankfurt': 2}}
-    root, rng = Path(root), np.random.default_rng(seed)
-    colors = np.zeros((256, 3), np.uint8)
-    for label in CITYSCAPES_LABELS:
-        if label.id >= 0: colors[label.id] = label.color
-    for split, cities in splits.items():
-        for city, frames in cities.items():
-            (root/'leftImg8bit'/split/city).mkdir(parents=True, exist_ok=True); (root/'gtFine'/split/city).mkdir(parents=True, exist_ok=True)
-            for frame in range(frames):
-                stem = f'{city}_{frame:06d}_{19 + frame:06d}'
-                image, ids = fixture_sample(rng, size, labels=tuple(range(34)), colors=colors, band=0, num_objects=5)
-                ids[ids == 0] = 7  # 'road' rather than 'unlabeled' under the objects
-                ids[-max(1, size[0] // 8):] = 1  # the 'ego vehicle' bonnet along the bottom (id 1, not trained on)
-                Image.fromarray(image).save(root/'leftImg8bit'/split/city/f'{stem}_leftImg8bit.png')
-                Image.fromarray(ids, mode='L').save(root/'gtFine'/split/city/f'{stem}_gtFine_labelIds.png')
-                Image.fromarray(colors[ids]).save(root/'gtFine'/split/city/f'{stem}_gtFine_color.png')
-    return root
 
 # %% ../nbs/09_data.ipynb #b2e00c51
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp')
@@ -612,9 +596,19 @@ class FolderSegmentation(SegmentationDataset):
         self.root = images_dir
         super().__init__(stems, images, [masks[s] for s in stems], classes, palette, transforms)
         if check:
-            for path in self.masks: check_mask_values(read_index_mask(path), len(self.classes), path)
+            for path in self.masks: _check_mask_values(read_index_mask(path), len(self.classes), path)
 
-# %% ../nbs/09_data.ipynb #7a1d8fc2
+_CLASSES_FILE = 'classes.txt'  # a folder dataset's class names, one per line, label 0 first
+
+def _read_classes(path, # a text file, one class name per line (blank lines skipped)
+                ) -> list:
+    "The class names listed in `path`, checked (`check_classes`)."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f'{path}: no such class-names file')
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    try: return check_classes(names)
+    except ValueError as e: raise ValueError(f'{path}: {e}') from None
+
 def make_folder_fixture(root, # folder to create images/ and masks/ in
                         n:int=4, # number of pairs
                         num_classes:int=3, # labels 0..num_classes-1 (plus a void band)
@@ -631,32 +625,21 @@ def make_folder_fixture(root, # folder to create images/ and masks/ in
         image, mask = fixture_sample(rng, size, labels=tuple(range(1, num_classes)))
         Image.fromarray(image).save(images/f'sample_{k:03d}.png')
         Image.fromarray(mask, mode='L').save(masks/f'sample_{k:03d}.png')
-    if classes is not None: (root/CLASSES_FILE).write_text(''.join(f'{c}\n' for c in check_classes(classes)))
+    if classes is not None: (root/_CLASSES_FILE).write_text(''.join(f'{c}\n' for c in check_classes(classes)))
     return root
 
 # %% ../nbs/09_data.ipynb #7358fbb7
-CLASSES_FILE = 'classes.txt'  # a folder dataset's class names, one per line, label 0 first
-
-def read_classes(path, # a text file, one class name per line (blank lines skipped)
-                ) -> list:
-    "The class names listed in `path`, checked (`check_classes`)."
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f'{path}: no such class-names file')
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    try: return check_classes(names)
-    except ValueError as e: raise ValueError(f'{path}: {e}') from None
-
 def _folder(root, split, classes=None, **kwargs):
     "Your own data: root/images/<split>, root/masks/<split>; class names from `classes` or root/classes.txt."
     root = Path(root)
     if classes is None:
-        if not (root/CLASSES_FILE).is_file():
-            raise ValueError(f"dataset 'folder' needs its class names: write {root/CLASSES_FILE} (one name per line, the "
+        if not (root/_CLASSES_FILE).is_file():
+            raise ValueError(f"dataset 'folder' needs its class names: write {root/_CLASSES_FILE} (one name per line, the "
                              "name of label 0 first) or pass classes=[...] (on the command line: --classes background,cat,dog)")
-        classes = read_classes(root/CLASSES_FILE)
+        classes = _read_classes(root/_CLASSES_FILE)
     return FolderSegmentation(root/'images'/split, root/'masks'/split, classes, **kwargs)
 
-class DatasetSpec(NamedTuple):
+class _DatasetSpec(NamedTuple):
     "What a dataset name means to the tools."
     build: Callable  # (root, split, **kwargs) -> a SegmentationDataset
     classes: list = None  # class names in label order; None: the data's own (a folder's classes.txt)
@@ -665,15 +648,15 @@ class DatasetSpec(NamedTuple):
     val_split: str = 'val'  # the split scored by default
     needs_root: bool = True  # False: root=None means the copy that ships with the library
 
-DATASETS = {}  # name -> DatasetSpec: the one registry the command line, TrainConfig and the chapters read
+DATASETS = {}  # name -> _DatasetSpec: the one registry the command line, TrainConfig and the chapters read
 
 def register_dataset(name:str, # the name the tools accept, e.g. 'voc'
                      build:Callable, # (root, split, **kwargs) -> a SegmentationDataset
-                     **spec, # the other DatasetSpec fields
-                    ) -> DatasetSpec:
+                     **spec, # the other _DatasetSpec fields
+                    ) -> _DatasetSpec:
     "Make `name` a dataset the tools accept (a name registered twice is replaced: re-running a notebook cell is fine)."
     if not isinstance(name, str) or not name.isidentifier(): raise ValueError(f'dataset name {name!r}: use a word such as my_data')
-    DATASETS[name] = DatasetSpec(build, **spec)
+    DATASETS[name] = _DatasetSpec(build, **spec)
     return DATASETS[name]
 
 register_dataset('voc', VOCSegmentation, classes=VOC_CLASSES, palette=VOC_PALETTE)
@@ -682,7 +665,7 @@ register_dataset('sbd', SBDSegmentation, classes=VOC_CLASSES, palette=VOC_PALETT
 register_dataset('cityscapes', Cityscapes, classes=CITYSCAPES_CLASSES, palette=CITYSCAPES_PALETTE)
 register_dataset('folder', _folder)
 
-def dataset_spec(name:str) -> DatasetSpec:
+def dataset_spec(name:str) -> _DatasetSpec:
     "The registry entry of `name`, or a ValueError listing the names there are."
     if name not in DATASETS:
         hint = " (the bundled dataset registers when deeplab_nb.synthetic is imported)" if name == 'synthetic' else ''

@@ -18,31 +18,27 @@ import deeplab_nb
 from .data import IGNORE_INDEX, VOCSegmentation, save_index_png, voc_colormap, register_dataset
 
 # %% auto #0
-__all__ = ['SYNTHETIC_CLASSES', 'OBJECT_KINDS', 'SCENES', 'SCENE_CLASS', 'TEXTURES', 'TILE_COLOURS', 'MINORITY_SHARE', 'SPLITS',
-           'JPEG_OPTIONS', 'SYNTHETIC_DEFAULTS', 'pixel_grid', 'ellipse_radius', 'segment_distance', 'polyline_mask',
-           'bezier', 'ring_mask', 'blob_mask', 'legged_mask', 'mug_mask', 'random_shape', 'stripes', 'mosaic_cells',
-           'scene_background', 'void_band', 'min_class_distance', 'render_sample', 'sample_rng', 'synthetic_sample',
-           'make_synthetic_voc', 'synthetic_root', 'synthetic_dataset', 'fill_void', 'label_round_trip']
+__all__ = ['SYNTHETIC_CLASSES', 'make_synthetic_voc', 'synthetic_dataset', 'fill_void', 'label_round_trip']
 
 # %% ../nbs/11_synthetic.ipynb #033fc7be
 SYNTHETIC_CLASSES = ['background', 'ring', 'disc', 'crab', 'spider', 'stick', 'mug']
-OBJECT_KINDS = ('ring', 'disc', 'legged', 'stick', 'mug')  # shapes drawn with equal probability; 'legged' -> crab or spider
-SCENES = ('sea', 'land')  # sea: most of the visible background is water tiles; land: most of it is sand
-SCENE_CLASS = {'sea': 'crab', 'land': 'spider'}  # what a legged animal is, given the scene
-TEXTURES = {  # the two stripe colours of each class; look-alike classes share theirs exactly
+_OBJECT_KINDS = ('ring', 'disc', 'legged', 'stick', 'mug')  # shapes drawn with equal probability; 'legged' -> crab or spider
+_SCENES = ('sea', 'land')  # sea: most of the visible background is water tiles; land: most of it is sand
+_SCENE_CLASS = {'sea': 'crab', 'land': 'spider'}  # what a legged animal is, given the scene
+_TEXTURES = {  # the two stripe colours of each class; look-alike classes share theirs exactly
     'ring': ((200, 60, 40), (240, 170, 60)), 'disc': ((200, 60, 40), (240, 170, 60)),
     'crab': ((120, 40, 140), (220, 120, 200)), 'spider': ((120, 40, 140), (220, 120, 200)),
     'stick': ((40, 130, 50), (150, 210, 90)), 'mug': ((90, 90, 100), (230, 230, 225))}
-TILE_COLOURS = {'water': (50, 100, 170), 'sand': (205, 180, 120)}  # the background mosaic's two tiles
-MINORITY_SHARE = (0.15, 0.4)  # the minority tile covers this fraction of the visible background (uniform draw)
-SPLITS = ('train', 'val')
+_TILE_COLOURS = {'water': (50, 100, 170), 'sand': (205, 180, 120)}  # the background mosaic's two tiles
+_MINORITY_SHARE = (0.15, 0.4)  # the minority tile covers this fraction of the visible background (uniform draw)
+_SPLITS = ('train', 'val')
 
 # %% ../nbs/11_synthetic.ipynb #4a2dab9d
-def pixel_grid(height:int, width:int):
+def _pixel_grid(height:int, width:int):
     "Row and column coordinates of every pixel centre: two (H, W) float64 arrays."
     return np.mgrid[0:height, 0:width].astype(np.float64)
 
-def ellipse_radius(yy, xx, # pixel coordinates (from `pixel_grid`)
+def _ellipse_radius(yy, xx, # pixel coordinates (from `_pixel_grid`)
                    centre, # (row, column) of the centre
                    radii, # (r_y, r_x): the semi-axes before rotation
                    angle:float=0., # rotation alpha in radians
@@ -58,54 +54,54 @@ def ellipse_radius(yy, xx, # pixel coordinates (from `pixel_grid`)
         rho = rho / (1 + amplitude * np.sin(lobes * np.arctan2(v / ry, u / rx) + phase))
     return rho
 
-def segment_distance(yy, xx, start, end) -> np.ndarray:
+def _segment_distance(yy, xx, start, end) -> np.ndarray:
     "Euclidean distance from every pixel centre to the segment [start, end] (points as (row, column))."
     (y0, x0), (y1, x1) = start, end
     dy, dx = y1 - y0, x1 - x0
     t = np.clip(((yy - y0) * dy + (xx - x0) * dx) / max(dy * dy + dx * dx, 1e-12), 0, 1)
     return np.hypot(yy - (y0 + t * dy), xx - (x0 + t * dx))
 
-def polyline_mask(yy, xx, points, # the polyline's vertices, (row, column) each
+def _polyline_mask(yy, xx, points, # the polyline's vertices, (row, column) each
                   width:float, # stroke width in pixels
                  ) -> np.ndarray: # bool (H, W)
     "The pixels within width/2 of a polyline: a stroke of constant width."
-    distance = np.min([segment_distance(yy, xx, a, b) for a, b in zip(points[:-1], points[1:])], axis=0)
+    distance = np.min([_segment_distance(yy, xx, a, b) for a, b in zip(points[:-1], points[1:])], axis=0)
     return distance <= width / 2
 
-def bezier(start, control, end, n:int=9) -> np.ndarray:
+def _bezier(start, control, end, n:int=9) -> np.ndarray:
     "n points on the quadratic Bezier curve from start to end pulled towards control: (n, 2)."
     t = np.linspace(0, 1, n)[:, None]
     return (1 - t) ** 2 * np.asarray(start) + 2 * t * (1 - t) * np.asarray(control) + t ** 2 * np.asarray(end)
 
 # %% ../nbs/11_synthetic.ipynb #e72ec546
-def ring_mask(yy, xx, centre, radius:float, thickness:float, # outer semi-axis, and ring thickness in pixels
+def _ring_mask(yy, xx, centre, radius:float, thickness:float, # outer semi-axis, and ring thickness in pixels
               aspect:float=1., angle:float=0.) -> np.ndarray:
     "A thin elliptic ring (annulus) of about `thickness` pixels."
     mean_radius = radius * (1 + aspect) / 2
-    return np.abs(ellipse_radius(yy, xx, centre, (radius * aspect, radius), angle) - 1) * mean_radius <= thickness / 2
+    return np.abs(_ellipse_radius(yy, xx, centre, (radius * aspect, radius), angle) - 1) * mean_radius <= thickness / 2
 
-def blob_mask(yy, xx, centre, radius:float, aspect:float=1., angle:float=0., wobble=None) -> np.ndarray:
+def _blob_mask(yy, xx, centre, radius:float, aspect:float=1., angle:float=0., wobble=None) -> np.ndarray:
     "A filled (wavy) ellipse."
-    return ellipse_radius(yy, xx, centre, (radius * aspect, radius), angle, wobble) <= 1
+    return _ellipse_radius(yy, xx, centre, (radius * aspect, radius), angle, wobble) <= 1
 
-def legged_mask(yy, xx, centre, radius:float, # reach of the legs from the centre
+def _legged_mask(yy, xx, centre, radius:float, # reach of the legs from the centre
                 angle:float, # body orientation in radians
                 leg_width:float, # legs are strokes this wide (pixels)
                 knee_turns, # one bend angle (radians) per leg; their number is the number of legs (even)
                ) -> np.ndarray:
     "An oval body with thin bent legs, half on each side: the crab's and the spider's shape."
     (cy, cx), pairs = centre, len(knee_turns) // 2
-    mask = blob_mask(yy, xx, centre, 0.4 * radius, aspect=0.75, angle=angle)
+    mask = _blob_mask(yy, xx, centre, 0.4 * radius, aspect=0.75, angle=angle)
     for leg, turn in enumerate(knee_turns):
         side, j = (1, leg) if leg < pairs else (-1, leg - pairs)
         out = angle + side * np.pi / 2 + (j - (pairs - 1) / 2) * 0.5
         hip = (cy + 0.3 * radius * np.sin(out), cx + 0.3 * radius * np.cos(out))
         knee = (cy + 0.75 * radius * np.sin(out), cx + 0.75 * radius * np.cos(out))
         foot = (knee[0] + 0.35 * radius * np.sin(out + turn), knee[1] + 0.35 * radius * np.cos(out + turn))
-        mask |= polyline_mask(yy, xx, [hip, knee, foot], leg_width)
+        mask |= _polyline_mask(yy, xx, [hip, knee, foot], leg_width)
     return mask
 
-def mug_mask(yy, xx, centre, size:float, side:int=1, # handle on the right (1) or left (-1)
+def _mug_mask(yy, xx, centre, size:float, side:int=1, # handle on the right (1) or left (-1)
              thickness:float=2.) -> np.ndarray:
     "An upright box with a thin half-ring handle."
     (cy, cx), height, width = centre, 0.8 * size, 0.55 * size
@@ -115,33 +111,33 @@ def mug_mask(yy, xx, centre, size:float, side:int=1, # handle on the right (1) o
     return body | handle
 
 # %% ../nbs/11_synthetic.ipynb #95eeeb9d
-def random_shape(rng:np.random.Generator, # the random source
-                 kind:str, # one of OBJECT_KINDS
+def _random_shape(rng:np.random.Generator, # the random source
+                 kind:str, # one of _OBJECT_KINDS
                  yy, xx, centre, # pixel grid and the object's centre
                  size:float, # the object's extent in pixels (its diameter, roughly)
                 ) -> np.ndarray: # bool (H, W)
     "Draw the parameters of one object of `kind` and return its pixels."
     radius, angle = size / 2, rng.uniform(0, np.pi)
     if kind == 'ring':
-        return ring_mask(yy, xx, centre, radius, rng.uniform(2., max(3., 0.2 * radius)), rng.uniform(0.6, 1), angle)
+        return _ring_mask(yy, xx, centre, radius, rng.uniform(2., max(3., 0.2 * radius)), rng.uniform(0.6, 1), angle)
     if kind == 'disc':
         wobble = (rng.integers(3, 7), rng.uniform(0.05, 0.2), rng.uniform(0, 2 * np.pi))
-        return blob_mask(yy, xx, centre, radius, rng.uniform(0.6, 1), angle, wobble)
+        return _blob_mask(yy, xx, centre, radius, rng.uniform(0.6, 1), angle, wobble)
     if kind == 'legged':
         legs = 2 * rng.integers(3, 5)
         turns = rng.uniform(0.3, 0.8, legs) * np.where(np.arange(legs) % (legs // 2) < legs // 4, 1, -1)
-        return legged_mask(yy, xx, centre, radius, angle, max(1.5, 0.08 * radius), turns)
+        return _legged_mask(yy, xx, centre, radius, angle, max(1.5, 0.08 * radius), turns)
     if kind == 'stick':
         direction = np.array([np.sin(2 * angle), np.cos(2 * angle)]) * radius
         control = np.asarray(centre) + rng.normal(0, 0.25 * size, 2)
-        points = bezier(np.asarray(centre) - direction, control, np.asarray(centre) + direction)
-        return polyline_mask(yy, xx, points, rng.uniform(2., 5.))
+        points = _bezier(np.asarray(centre) - direction, control, np.asarray(centre) + direction)
+        return _polyline_mask(yy, xx, points, rng.uniform(2., 5.))
     if kind == 'mug':
-        return mug_mask(yy, xx, centre, size, rng.choice([-1, 1]), max(2., 0.06 * size))
-    raise ValueError(f'kind={kind!r} is not a shape: use one of {OBJECT_KINDS}')
+        return _mug_mask(yy, xx, centre, size, rng.choice([-1, 1]), max(2., 0.06 * size))
+    raise ValueError(f'kind={kind!r} is not a shape: use one of {_OBJECT_KINDS}')
 
 # %% ../nbs/11_synthetic.ipynb #c4404fec
-def stripes(rng:np.random.Generator, yy, xx, # coordinates of the pixels to fill (any shape)
+def _stripes(rng:np.random.Generator, yy, xx, # coordinates of the pixels to fill (any shape)
             colours, # the two RGB stripe colours
             noise:float=3., # std of the per-pixel Gaussian noise (grey levels)
            ) -> np.ndarray: # float (..., 3)
@@ -152,7 +148,7 @@ def stripes(rng:np.random.Generator, yy, xx, # coordinates of the pixels to fill
     return colour * rng.uniform(0.85, 1.15) + rng.normal(0, noise, colour.shape)
 
 # %% ../nbs/11_synthetic.ipynb #911a2bb7
-def mosaic_cells(rng:np.random.Generator, height:int, width:int,
+def _mosaic_cells(rng:np.random.Generator, height:int, width:int,
                  cell_size:float=20., # typical tile side in pixels
                 ) -> np.ndarray: # (H, W) int: the tile index of every pixel, 0..n-1
     "A Voronoi mosaic: every pixel gets the index of its nearest random seed pixel."
@@ -162,33 +158,33 @@ def mosaic_cells(rng:np.random.Generator, height:int, width:int,
     _, (rows, cols) = ndimage.distance_transform_edt(seeds < 0, return_indices=True)
     return np.unique(seeds[rows, cols], return_inverse=True)[1].reshape(height, width)
 
-def scene_background(rng:np.random.Generator,
-                     cells:np.ndarray, # (H, W) tile indices (from `mosaic_cells`)
+def _scene_background(rng:np.random.Generator,
+                     cells:np.ndarray, # (H, W) tile indices (from `_mosaic_cells`)
                      visible:np.ndarray, # (H, W) bool: the background pixels that stay visible and labelled
                      scene:str, # 'sea' or 'land'
                      noise:float=2., # per-pixel noise std (grey levels)
                     ):
     "Paint the mosaic for a scene: (image float (H, W, 3), water bool (H, W), water fraction of the visible background)."
-    if scene not in SCENES: raise ValueError(f'scene={scene!r}: use one of {SCENES}')
+    if scene not in _SCENES: raise ValueError(f'scene={scene!r}: use one of {_SCENES}')
     n = cells.max() + 1
     area = np.bincount(cells[visible], minlength=n)
-    budget, is_minority, covered = rng.uniform(*MINORITY_SHARE) * area.sum(), np.zeros(n, bool), 0
+    budget, is_minority, covered = rng.uniform(*_MINORITY_SHARE) * area.sum(), np.zeros(n, bool), 0
     for cell in rng.permutation(n):
         if covered + area[cell] <= budget: is_minority[cell], covered = True, covered + area[cell]
     water = is_minority if scene == 'land' else ~is_minority
-    colour = np.where(water[cells][..., None], np.asarray(TILE_COLOURS['water'], float), np.asarray(TILE_COLOURS['sand'], float))
+    colour = np.where(water[cells][..., None], np.asarray(_TILE_COLOURS['water'], float), np.asarray(_TILE_COLOURS['sand'], float))
     image = colour + rng.normal(0, 10, (n, 1))[cells] + rng.normal(0, noise, colour.shape)
     return image, water[cells], float((area * water).sum() / max(area.sum(), 1))
 
 # %% ../nbs/11_synthetic.ipynb #40dbbac4
-def void_band(depth:np.ndarray, # (H, W) int: painting order of the object at each pixel, -1 for background
+def _void_band(depth:np.ndarray, # (H, W) int: painting order of the object at each pixel, -1 for background
               band:int=2, # band width in pixels
              ) -> np.ndarray: # bool (H, W)
     "The far side of every boundary: pixels with a nearer object within `band` pixels (Euclidean)."
     disk = np.hypot(*np.mgrid[-band:band + 1, -band:band + 1]) <= band
     return ndimage.maximum_filter(depth, footprint=disk, mode='constant', cval=-1) > depth
 
-def min_class_distance(mask:np.ndarray, # (H, W) labels, 255 = void
+def _min_class_distance(mask:np.ndarray, # (H, W) labels, 255 = void
                       ) -> float:
     "The smallest Euclidean distance between two labelled (non-void) pixels of different classes (inf if none)."
     labelled, best = mask != IGNORE_INDEX, np.inf
@@ -198,7 +194,7 @@ def min_class_distance(mask:np.ndarray, # (H, W) labels, 255 = void
     return best
 
 # %% ../nbs/11_synthetic.ipynb #50580d72
-def render_sample(rng:np.random.Generator, height:int, width:int,
+def _render_sample(rng:np.random.Generator, height:int, width:int,
                   band:int=2, # void band width (pixels)
                   max_objects:int=6, # 1..max_objects objects per image
                   scale_range=(0.12, 0.9), # object size as a fraction of the shorter side, drawn log-uniformly
@@ -206,45 +202,45 @@ def render_sample(rng:np.random.Generator, height:int, width:int,
                   noise:float=3., # object texture noise (grey levels)
                  ) -> dict:
     "One image: dict(image (H,W,3) uint8, mask (H,W) uint8 with 255 void, label (clean), depth, scene, water_fraction, objects)."
-    yy, xx = pixel_grid(height, width)
-    scene = SCENES[rng.integers(len(SCENES))]
+    yy, xx = _pixel_grid(height, width)
+    scene = _SCENES[rng.integers(len(_SCENES))]
     image, depth = np.zeros((height, width, 3)), np.full((height, width), -1, np.int16)
     classes, objects = [], []
     for k in range(rng.integers(1, max_objects + 1)):
-        kind = OBJECT_KINDS[rng.integers(len(OBJECT_KINDS))]
-        name = SCENE_CLASS[scene] if kind == 'legged' else kind
+        kind = _OBJECT_KINDS[rng.integers(len(_OBJECT_KINDS))]
+        name = _SCENE_CLASS[scene] if kind == 'legged' else kind
         size = float(np.exp(rng.uniform(*np.log(scale_range))) * min(height, width))
         centre = (rng.uniform(0, height), rng.uniform(0, width))
-        shape = random_shape(rng, kind, yy, xx, centre, size)
-        image[shape] = stripes(rng, yy[shape], xx[shape], TEXTURES[name], noise)
+        shape = _random_shape(rng, kind, yy, xx, centre, size)
+        image[shape] = _stripes(rng, yy[shape], xx[shape], _TEXTURES[name], noise)
         depth[shape] = k
         classes.append(SYNTHETIC_CLASSES.index(name)); objects.append(dict(cls=name, size=size))
     label = np.zeros((height, width), np.uint8)
     for k, c in enumerate(classes): label[depth == k] = c
-    void = void_band(depth, band)
+    void = _void_band(depth, band)
     visible = (depth < 0) & ~void
-    background, _, water_fraction = scene_background(rng, mosaic_cells(rng, height, width, cell_size), visible, scene)
+    background, _, water_fraction = _scene_background(rng, _mosaic_cells(rng, height, width, cell_size), visible, scene)
     image[depth < 0] = background[depth < 0]
     for k, o in enumerate(objects): o['area'] = int(((depth == k) & ~void).sum())  # visible, labelled pixels
     return dict(image=np.clip(np.rint(image), 0, 255).astype(np.uint8), mask=np.where(void, IGNORE_INDEX, label).astype(np.uint8),
                 label=label, depth=depth, scene=scene, water_fraction=water_fraction, objects=objects)
 
-def sample_rng(seed:int, split:str, index:int) -> np.random.Generator:
+def _sample_rng(seed:int, split:str, index:int) -> np.random.Generator:
     "The random stream of one image: independent of every other image, the same on every run."
-    if split not in SPLITS: raise ValueError(f'split={split!r}: the generator makes {SPLITS}')
-    return np.random.default_rng([seed, SPLITS.index(split), index])
+    if split not in _SPLITS: raise ValueError(f'split={split!r}: the generator makes {_SPLITS}')
+    return np.random.default_rng([seed, _SPLITS.index(split), index])
 
-def synthetic_sample(split:str, index:int, seed:int=0,
+def _synthetic_sample(split:str, index:int, seed:int=0,
                      min_size:int=96, max_size:int=192, # image height and width are drawn uniformly in this range
-                     **render_kwargs, # passed to `render_sample`
+                     **render_kwargs, # passed to `_render_sample`
                     ) -> dict:
-    "Image `index` of `split`: `render_sample`'s dict plus its `id`."
-    rng = sample_rng(seed, split, index)
+    "Image `index` of `split`: `_render_sample`'s dict plus its `id`."
+    rng = _sample_rng(seed, split, index)
     height, width = (int(v) for v in rng.integers(min_size, max_size + 1, 2))
-    return dict(id=f'{split}_{index:04d}', **render_sample(rng, height, width, **render_kwargs))
+    return dict(id=f'{split}_{index:04d}', **_render_sample(rng, height, width, **render_kwargs))
 
 # %% ../nbs/11_synthetic.ipynb #e9f62759
-JPEG_OPTIONS = dict(quality=90, subsampling=0, optimize=True)  # 4:4:4: no chroma subsampling (see the text)
+_JPEG_OPTIONS = dict(quality=90, subsampling=0, optimize=True)  # 4:4:4: no chroma subsampling (see the text)
 
 def _sha256(array:np.ndarray) -> str: return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
@@ -278,11 +274,11 @@ Generated by `deeplab_nb.synthetic.make_synthetic_voc` (chapter `nbs/11_syntheti
   an occlusion), so two different classes never touch.
 - Look-alikes: ring/disc share a texture (shape separates them); crab/spider share texture *and* shape: a legged
   animal is a crab when most of the visible background is water tiles ('sea'), a spider when most is sand ('land').
-- Images are JPEG quality {JPEG_OPTIONS['quality']} with 4:4:4 chroma; masks are lossless.
+- Images are JPEG quality {_JPEG_OPTIONS['quality']} with 4:4:4 chroma; masks are lossless.
 - `samples.csv`: per image size, scene, water fraction and SHA-256 of the generated pixels (image before JPEG, mask);
   `objects.csv`: per object class, size and visible area; `synthetic.json`: the generator's parameters.
 
-Regenerate (identical masks, same images up to JPEG): `make_synthetic_voc('data/synthetic', **SYNTHETIC_DEFAULTS)`.
+Regenerate (identical masks, same images up to JPEG): `make_synthetic_voc('data/synthetic')` (its defaults made this copy).
 """
 
 def make_synthetic_voc(root, # folder to write VOCdevkit/VOC2012 (and the README and tables) into
@@ -308,8 +304,8 @@ def make_synthetic_voc(root, # folder to write VOCdevkit/VOC2012 (and the README
     for split, n in (('train', n_train), ('val', n_val)):
         split_hash = hashlib.sha256()
         for index in range(n):
-            s = synthetic_sample(split, index, seed, min_size, max_size, band=band, max_objects=max_objects, scale_range=tuple(scale_range))
-            Image.fromarray(s['image']).save(voc/'JPEGImages'/f"{s['id']}.jpg", **JPEG_OPTIONS)
+            s = _synthetic_sample(split, index, seed, min_size, max_size, band=band, max_objects=max_objects, scale_range=tuple(scale_range))
+            Image.fromarray(s['image']).save(voc/'JPEGImages'/f"{s['id']}.jpg", **_JPEG_OPTIONS)
             save_index_png(s['mask'], voc/'SegmentationClass'/f"{s['id']}.png")
             nbytes += (voc/'JPEGImages'/f"{s['id']}.jpg").stat().st_size + (voc/'SegmentationClass'/f"{s['id']}.png").stat().st_size
             image_hash, mask_hash = _sha256(s['image']), _sha256(s['mask'])
@@ -324,7 +320,7 @@ def make_synthetic_voc(root, # folder to write VOCdevkit/VOC2012 (and the README
     for split, names in ids.items(): (voc/'ImageSets'/'Segmentation'/f'{split}.txt').write_text(''.join(f'{i}\n' for i in names))
     _write_rows(root/'samples.csv', samples); _write_rows(root/'objects.csv', objects)
     meta = dict(generator='deeplab_nb.synthetic.make_synthetic_voc', params=params, counts=dict(train=n_train, val=n_val),
-                classes=SYNTHETIC_CLASSES, palette=voc_colormap(len(SYNTHETIC_CLASSES)).tolist(), jpeg=JPEG_OPTIONS,
+                classes=SYNTHETIC_CLASSES, palette=voc_colormap(len(SYNTHETIC_CLASSES)).tolist(), jpeg=_JPEG_OPTIONS,
                 sha256=digest, megabytes=round(nbytes / 1e6, 2),
                 made_with={'numpy': np.__version__, 'pillow': Image.__version__, 'scipy': scipy.__version__})
     (root/'synthetic.json').write_text(json.dumps(meta, indent=1) + '\n')
@@ -332,20 +328,20 @@ def make_synthetic_voc(root, # folder to write VOCdevkit/VOC2012 (and the README
     return root
 
 # %% ../nbs/11_synthetic.ipynb #7aab6be1
-SYNTHETIC_DEFAULTS = dict(n_train=400, n_val=100, seed=0, min_size=96, max_size=192, band=2, max_objects=6, scale_range=(0.12, 0.9))
+_SYNTHETIC_DEFAULTS = dict(n_train=400, n_val=100, seed=0, min_size=96, max_size=192, band=2, max_objects=6, scale_range=(0.12, 0.9))
 
 def _repo_synthetic() -> Path:
     "Where the bundled copy lives in a clone: <repo>/data/synthetic, beside the deeplab_nb package."
     return Path(deeplab_nb.__file__).resolve().parent.parent/'data'/'synthetic'
 
 def _is_default(root:Path) -> bool:
-    "Whether root holds a complete dataset made with SYNTHETIC_DEFAULTS."
+    "Whether root holds a complete dataset made with _SYNTHETIC_DEFAULTS."
     try: meta = json.loads((root/'synthetic.json').read_text())
     except (OSError, ValueError): return False
-    expected = {k: v for k, v in SYNTHETIC_DEFAULTS.items() if k not in ('n_train', 'n_val')}
-    return meta['params'] == json.loads(json.dumps(expected)) and meta['counts'] == dict(train=SYNTHETIC_DEFAULTS['n_train'], val=SYNTHETIC_DEFAULTS['n_val'])
+    expected = {k: v for k, v in _SYNTHETIC_DEFAULTS.items() if k not in ('n_train', 'n_val')}
+    return meta['params'] == json.loads(json.dumps(expected)) and meta['counts'] == dict(train=_SYNTHETIC_DEFAULTS['n_train'], val=_SYNTHETIC_DEFAULTS['n_val'])
 
-def synthetic_root(cache_dir=None, # where to regenerate when there is no bundled copy; default $DEEPLAB_NB_DATA or ~/.cache/deeplab_nb
+def _synthetic_root(cache_dir=None, # where to regenerate when there is no bundled copy; default $DEEPLAB_NB_DATA or ~/.cache/deeplab_nb
                   ) -> Path: # the folder containing VOCdevkit/
     "The bundled dataset: the repository's data/synthetic, or else a deterministic regeneration in a cache folder."
     if _is_default(_repo_synthetic()): return _repo_synthetic()
@@ -355,7 +351,7 @@ def synthetic_root(cache_dir=None, # where to regenerate when there is no bundle
     print(f'deeplab_nb: generating the synthetic dataset into {cache} (once, about 10 s)', file=sys.stderr)
     scratch = Path(tempfile.mkdtemp(prefix='.synthetic-', dir=cache.parent))
     try:
-        make_synthetic_voc(scratch, overwrite=True, **SYNTHETIC_DEFAULTS)
+        make_synthetic_voc(scratch, overwrite=True, **_SYNTHETIC_DEFAULTS)
         if cache.exists() and not _is_default(cache): shutil.rmtree(cache)  # a stale or partial copy of ours
         os.replace(scratch, cache)
     except OSError:
@@ -366,15 +362,15 @@ def synthetic_root(cache_dir=None, # where to regenerate when there is no bundle
 
 def synthetic_dataset(split:str='train', # 'train', 'val' or 'trainval'
                       transforms=None, # callable (image, mask) -> (image, mask)
-                      root=None, # a folder made by make_synthetic_voc; default: `synthetic_root()`
+                      root=None, # a folder made by make_synthetic_voc; default: `_synthetic_root()`
                      ) -> VOCSegmentation:
     "The synthetic dataset, read by the VOC reader with the synthetic classes."
-    return VOCSegmentation(synthetic_root() if root is None else root, split, classes=SYNTHETIC_CLASSES, transforms=transforms)
+    return VOCSegmentation(_synthetic_root() if root is None else root, split, classes=SYNTHETIC_CLASSES, transforms=transforms)
 
 # %% ../nbs/11_synthetic.ipynb #6623b65a
 def _build_synthetic(root, split, **kwargs):
-    "The bundled dataset (VOC layout) with its own classes; root=None: `synthetic_root()`."
-    return VOCSegmentation(synthetic_root() if root is None else root, split,
+    "The bundled dataset (VOC layout) with its own classes; root=None: `_synthetic_root()`."
+    return VOCSegmentation(_synthetic_root() if root is None else root, split,
                            classes=kwargs.pop('classes', SYNTHETIC_CLASSES), **kwargs)
 
 register_dataset('synthetic', _build_synthetic, classes=SYNTHETIC_CLASSES, needs_root=False)  # the name TrainConfig defaults to
