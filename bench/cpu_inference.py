@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from deeplab_nb.cpu import export_onnx, for_cpu, median_times, native_bf16, sgemm_call
+from deeplab_nb.cpu import export_onnx, for_cpu, _median_times, native_bf16, _sgemm_call
 from deeplab_nb.experiments import _cpu_model
 from deeplab_nb.model import build_model
 from deeplab_nb.resnet import randomize_batchnorm
@@ -81,7 +81,7 @@ def bench_model(name, size, repeats, compile_it, tv, folder, threads):
     "One model: Multiply-Adds and every candidate's median latency, timed in the same rounds as sgemm and torchvision."
     model, image = fixed_model(name), torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     madds = count_madds(model, image)
-    calls = {'sgemm 2048^3': sgemm_call(), 'torchvision DeepLabv3-R101 fp32 eager': lambda: tv[0](image),
+    calls = {'sgemm 2048^3': _sgemm_call(), 'torchvision DeepLabv3-R101 fp32 eager': lambda: tv[0](image),
              'fp32 eager': lambda: model(image)}
     compile_seconds, compile_error = {}, {}
     prepared = for_cpu(model)
@@ -100,7 +100,7 @@ def bench_model(name, size, repeats, compile_it, tv, folder, threads):
     export_seconds = time.perf_counter() - start
     peers, versions = onnx_runners(onnx_path, image, threads)
     calls.update(peers)
-    seconds = median_times(calls, repeats)
+    seconds = _median_times(calls, repeats)
     return dict(model=name, size=size, madds=madds, seconds=seconds, compile_seconds=compile_seconds, compile_error=compile_error,
                 onnx_export_seconds=export_seconds, versions=versions)
 
@@ -131,7 +131,7 @@ def size_sweep(name, sizes, repeats):
         image = torch.rand(1, 3, size, size)
         calls = {'fp32 eager': lambda: model(image), 'fp32 prepared': lambda: prepared(image)}
         if prepared_bf16 is not None: calls['bf16 prepared'] = lambda: prepared_bf16(image)
-        sweep[size] = median_times(calls, repeats)
+        sweep[size] = _median_times(calls, repeats)
     return dict(model=name, seconds=sweep)
 
 

@@ -21,7 +21,7 @@ from .atrous import check_output_stride
 from .inference import evaluate, predict, multi_scale_predict, evaluating
 from .engine import init_distributed, resolve_device
 from .training import TrainConfig, train, load_trained_model, export_model
-from .cpu import for_cpu, check_precision
+from .cpu import for_cpu, _check_precision
 
 # %% ../nbs/15_cli.ipynb #58390fd5
 @contextmanager
@@ -124,7 +124,7 @@ def eval_cli(checkpoint:str,          # checkpoint.pt or run directory written b
         if output_stride is not None: output_stride = check_output_stride(output_stride)
         if crop_size is not None: crop_size = check_number('--crop_size', crop_size, 1, integer=True)
         if output is not None: output = check_output_file(output, '--output')
-        precision = check_precision(precision, resolve_device(device))
+        precision = _check_precision(precision, resolve_device(device))
         model, state = load_trained_model(checkpoint, device)
         config = TrainConfig(**state['config'])
         name, split = dataset or config.dataset, split or config.val_split
@@ -192,7 +192,7 @@ def predict_cli(checkpoint:str,                 # checkpoint.pt or run directory
         scales = parse_numbers(scales, float, 'scales', low=0, low_open=True)
         if output_stride is not None: output_stride = check_output_stride(output_stride)
         out = check_output_dir(output_dir, '--output_dir')
-        precision = check_precision(precision, resolve_device(device))
+        precision = _check_precision(precision, resolve_device(device))
         model, state = load_trained_model(checkpoint, device)
         files = image_files(inputs)
         for path in files: read_image(path)  # every input decoded once first: a bad file stops the run before any output
