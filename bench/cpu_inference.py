@@ -22,7 +22,7 @@ import torch
 from deeplab_nb.cpu import export_onnx, for_cpu, _median_times, native_bf16, _sgemm_call
 from deeplab_nb.experiments import _cpu_model
 from deeplab_nb.model import build_model
-from deeplab_nb.resnet import randomize_batchnorm
+from deeplab_nb.resnet import _randomize_batchnorm
 from deeplab_nb.separable import count_madds
 
 MODELS = ('deeplabv3plus_resnet101', 'deeplabv3plus_xception65', 'deeplabv3plus_xception_tiny')
@@ -32,14 +32,14 @@ SGEMM_FLOP = 2 * 2048 ** 3
 def fixed_model(name):
     "The model `name` (21 classes, OS 16) with random-but-fixed weights and BN statistics, in eval mode."
     torch.manual_seed(0)
-    return randomize_batchnorm(build_model(name, num_classes=21)).eval()
+    return _randomize_batchnorm(build_model(name, num_classes=21)).eval()
 
 
 def torchvision_deeplabv3():
     "torchvision's DeepLabv3-ResNet-101 (21 classes, no aux head), random-but-fixed weights, returning the logits only."
     import torchvision
     torch.manual_seed(0)
-    net = randomize_batchnorm(torchvision.models.segmentation.deeplabv3_resnet101(weights=None, weights_backbone=None,
+    net = _randomize_batchnorm(torchvision.models.segmentation.deeplabv3_resnet101(weights=None, weights_backbone=None,
                                                                                    num_classes=21, aux_loss=False)).eval()
     return lambda x: net(x)['out'], net
 

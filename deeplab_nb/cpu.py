@@ -14,14 +14,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .inference import model_device, predict
-from .metrics import ConfusionMatrix, as_label_tensor
+from .inference import _model_device, predict
+from .metrics import ConfusionMatrix, _as_label_tensor
 
 # %% ../nbs/14c_cpu.ipynb #3cdadb8b
 def fold_batchnorm(conv:nn.Conv2d, # a convolution whose output is read only by `bn`
                    bn:nn.BatchNorm2d, # the BN right after it; its running statistics are used (eval mode)
                   ) -> nn.Conv2d: # a new convolution with a bias that computes bn(conv(x))
-    "The convolution computing `bn(conv(x))` in eval mode: $W' = s W$, $b' = s (b - \\mu) + \\beta$, $s = \gamma / \sqrt{\sigma^2 + \epsilon}$."
+    "The convolution computing `bn(conv(x))` in eval mode: $W' = s W$, $b' = s (b - \\mu) + \\beta$, $s = \\gamma / \\sqrt{\\sigma^2 + \\epsilon}$."
     if bn.running_mean is None:
         raise ValueError("the BN has track_running_stats=False: it normalises with each batch's statistics, which no "
                          "convolution can hold; fold only BNs with running statistics")
@@ -109,8 +109,8 @@ def for_cpu(model:nn.Module, # a trained segmentation model (left unchanged)
             probe_size:int=65, # side of the probe image that finds the conv -> BN pairs (k*32+1)
            ) -> nn.Module: # a prepared copy in eval mode; in fp32, `model` itself when it is not on the CPU
     "A copy of `model` prepared for CPU inference: BN folded into the convolutions, channels_last, fp32 or bf16."
-    _check_precision(precision, model_device(model))
-    if model_device(model).type != 'cpu': return model  # fp32 on CUDA (or meta): nothing to prepare, the caller's settings stand
+    _check_precision(precision, _model_device(model))
+    if _model_device(model).type != 'cpu': return model  # fp32 on CUDA (or meta): nothing to prepare, the caller's settings stand
     prepared = fold_batchnorms(copy.deepcopy(model).eval().requires_grad_(False), torch.rand(1, 3, probe_size, probe_size))
     dtype = torch.bfloat16 if precision == 'bf16' else torch.float32
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -134,7 +134,7 @@ def compare_predictions(reference:nn.Module, # e.g. the fp32 model
     same = total = 0
     for index in range(len(dataset)):
         image, mask = dataset[index]
-        mask = as_label_tensor(mask, 'mask').cpu()
+        mask = _as_label_tensor(mask, 'mask').cpu()
         ours, theirs = predict(reference, image, crop_size).cpu(), predict(candidate, image, crop_size).cpu()
         same, total = same + (ours == theirs).sum().item(), total + ours.numel()
         matrices[0].update(ours, mask); matrices[1].update(theirs, mask)

@@ -19,9 +19,9 @@ from fastcore.script import call_parse
 
 import deeplab_nb
 from .atrous import scale_dimension, EVAL_SCALES
-from .inference import (as_image_batch, eval_size, evaluate, evaluating, model_device,
-                                  model_input_mean, pad_image, resize_bilinear)
-from .metrics import ConfusionMatrix, as_label_tensor
+from .inference import (_as_image_batch, _eval_size, evaluate, evaluating, _model_device,
+                                  _model_input_mean, _pad_image, _resize_bilinear)
+from .metrics import ConfusionMatrix, _as_label_tensor
 from .model import build_model
 from .separable import count_madds, count_params
 from .synthetic import synthetic_dataset
@@ -106,7 +106,7 @@ def _inference_madds(model:torch.nn.Module,  # a DeepLab model
                     size:int=_MADDS_SIZE,  # side of the (square) image
                    ) -> int:
     "Multiply-Adds (convolutions, fvcore) of evaluating one size x size image with `scales` and `flip`, as the paper counts them."
-    device, total = model_device(model), 0
+    device, total = _model_device(model), 0
     with evaluating(model, output_stride):
         for scale in scales:
             side = scale_dimension(size, scale)
@@ -129,20 +129,20 @@ def _inference_sweep(model:torch.nn.Module,  # a segmentation model
     with evaluating(model, output_stride):
         for index in range(len(dataset)):
             image, mask = dataset[index]
-            images, _ = as_image_batch(image)
+            images, _ = _as_image_batch(image)
             height, width = images.shape[-2:]
-            size = eval_size((height, width), model.output_stride)
-            padded = pad_image(images.to(model_device(model)), size, model_input_mean(model))
+            size = _eval_size((height, width), model.output_stride)
+            padded = _pad_image(images.to(_model_device(model)), size, _model_input_mean(model))
             probs = {}  # (scale, mirrored) -> probabilities at the padded size, as multi_scale_probs computes them
             for scale in scales:
-                scaled = resize_bilinear(padded, (scale_dimension(size[0], scale), scale_dimension(size[1], scale)))
+                scaled = _resize_bilinear(padded, (scale_dimension(size[0], scale), scale_dimension(size[1], scale)))
                 for mirrored in (False, True):
                     logits = model(scaled.flip(-1)).flip(-1) if mirrored else model(scaled)
-                    probs[scale, mirrored] = F.softmax(resize_bilinear(logits, size).float(), dim=1)
+                    probs[scale, mirrored] = F.softmax(_resize_bilinear(logits, size).float(), dim=1)
             unflipped = sum(probs[s, False] for s in scales) / len(scales)
             averaged = {'': probs[1.0, False], '_flip': (probs[1.0, False] + probs[1.0, True]) / 2, '_ms': unflipped,
                         '_ms_flip': (unflipped + sum(probs[s, True] for s in scales) / len(scales)) / 2}
-            mask = as_label_tensor(mask, 'mask')
+            mask = _as_label_tensor(mask, 'mask')
             for row, average in averaged.items():
                 matrices[row].update(unpad(average, (height, width))[0].argmax(0).cpu(), mask)
     return {row: dict(miou=matrix.miou(), iou=matrix.iou().tolist()) for row, matrix in matrices.items()}

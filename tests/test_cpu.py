@@ -14,7 +14,7 @@ from deeplab_nb import cpu
 from deeplab_nb.cpu import fold_batchnorms, for_cpu, native_bf16, compare_predictions, _bf16_acceptable
 from deeplab_nb.inference import evaluate, predict
 from deeplab_nb.model import build_model
-from deeplab_nb.resnet import randomize_batchnorm
+from deeplab_nb.resnet import _randomize_batchnorm
 from deeplab_nb.synthetic import synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ PROBE = torch.rand(1, 3, 65, 65, generator=torch.Generator().manual_seed(1))
 
 def random_model(name, **kwargs):
     torch.manual_seed(0)
-    return randomize_batchnorm(build_model(name, num_classes=7, **kwargs)).eval()
+    return _randomize_batchnorm(build_model(name, num_classes=7, **kwargs)).eval()
 
 
 def relative_error(a, b): return ((a - b).abs().max() / b.abs().max()).item()
