@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from deeplab_nb.cpu import export_onnx, for_cpu, median_times, native_bf16, sgemm_call
+from deeplab_nb.cpu import export_onnx, for_cpu, _median_times, native_bf16, _sgemm_call
 from deeplab_nb.experiments import _cpu_model
 from deeplab_nb.model import build_model
-from deeplab_nb.resnet import randomize_batchnorm
+from deeplab_nb.resnet import _randomize_batchnorm
 from deeplab_nb.separable import count_madds
 
 MODELS = ('deeplabv3plus_resnet101', 'deeplabv3plus_xception65', 'deeplabv3plus_xception_tiny')
@@ -32,14 +32,14 @@ SGEMM_FLOP = 2 * 2048 ** 3
 def fixed_model(name):
     "The model `name` (21 classes, OS 16) with random-but-fixed weights and BN statistics, in eval mode."
     torch.manual_seed(0)
-    return randomize_batchnorm(build_model(name, num_classes=21)).eval()
+    return _randomize_batchnorm(build_model(name, num_classes=21)).eval()
 
 
 def torchvision_deeplabv3():
     "torchvision's DeepLabv3-ResNet-101 (21 classes, no aux head), random-but-fixed weights, returning the logits only."
     import torchvision
     torch.manual_seed(0)
-    net = randomize_batchnorm(torchvision.models.segmentation.deeplabv3_resnet101(weights=None, weights_backbone=None,
+    net = _randomize_batchnorm(torchvision.models.segmentation.deeplabv3_resnet101(weights=None, weights_backbone=None,
                                                                                    num_classes=21, aux_loss=False)).eval()
     return lambda x: net(x)['out'], net
 
@@ -81,7 +81,7 @@ def bench_model(name, size, repeats, compile_it, tv, folder, threads):
     "One model: Multiply-Adds and every candidate's median latency, timed in the same rounds as sgemm and torchvision."
     model, image = fixed_model(name), torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     madds = count_madds(model, image)
-    calls = {'sgemm 2048^3': sgemm_call(), 'torchvision DeepLabv3-R101 fp32 eager': lambda: tv[0](image),
+    calls = {'sgemm 2048^3': _sgemm_call(), 'torchvision DeepLabv3-R101 fp32 eager': lambda: tv[0](image),
              'fp32 eager': lambda: model(image)}
     compile_seconds, compile_error = {}, {}
     prepared = for_cpu(model)
@@ -100,7 +100,7 @@ def bench_model(name, size, repeats, compile_it, tv, folder, threads):
     export_seconds = time.perf_counter() - start
     peers, versions = onnx_runners(onnx_path, image, threads)
     calls.update(peers)
-    seconds = median_times(calls, repeats)
+    seconds = _median_times(calls, repeats)
     return dict(model=name, size=size, madds=madds, seconds=seconds, compile_seconds=compile_seconds, compile_error=compile_error,
                 onnx_export_seconds=export_seconds, versions=versions)
 
@@ -131,7 +131,7 @@ def size_sweep(name, sizes, repeats):
         image = torch.rand(1, 3, size, size)
         calls = {'fp32 eager': lambda: model(image), 'fp32 prepared': lambda: prepared(image)}
         if prepared_bf16 is not None: calls['bf16 prepared'] = lambda: prepared_bf16(image)
-        sweep[size] = median_times(calls, repeats)
+        sweep[size] = _median_times(calls, repeats)
     return dict(model=name, seconds=sweep)
 
 

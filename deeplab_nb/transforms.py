@@ -17,11 +17,10 @@ from .atrous import _pair
 from .data import IGNORE_INDEX, check_number
 
 # %% auto #0
-__all__ = ['TRAIN_SCALES', 'DEFAULT_MEAN', 'aligned_indices', 'resize_mask', 'resize_image', 'scaled_size', 'RandomScale',
-           'padded_size', 'PadTo', 'train_transforms', 'eval_transforms', 'unpad']
+__all__ = ['TRAIN_SCALES', 'resize_mask', 'resize_image', 'train_transforms', 'eval_transforms', 'unpad']
 
 # %% ../nbs/10_transforms.ipynb #ddb1e0ab
-def aligned_indices(in_size:int, # n: input length
+def _aligned_indices(in_size:int, # n: input length
                     out_size:int, # n': output length
                    ) -> torch.Tensor: # (n',) int64 source index of each output pixel
     "Nearest source pixel of each output pixel with aligned corners: round(i (n-1)/(n'-1)), halves rounded up (TF's rule)."
@@ -33,7 +32,7 @@ def resize_mask(mask:torch.Tensor, # (..., H, W) integer labels
                 size:tuple, # (H', W')
                ) -> torch.Tensor: # (..., H', W'), only values present in `mask`
     "Nearest-neighbour resize of a label map with aligned corners (TF `resize_nearest_neighbor(align_corners=True)`)."
-    rows, cols = aligned_indices(mask.shape[-2], size[0]), aligned_indices(mask.shape[-1], size[1])
+    rows, cols = _aligned_indices(mask.shape[-2], size[0]), _aligned_indices(mask.shape[-1], size[1])
     return mask[..., rows[:, None], cols[None, :]]
 
 def resize_image(image:torch.Tensor, # (..., C, H, W) float image
@@ -50,13 +49,13 @@ def resize_image(image:torch.Tensor, # (..., C, H, W) float image
 # %% ../nbs/10_transforms.ipynb #666d79a3
 TRAIN_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)  # the paper's scale set, step 0.25
 
-def scaled_size(size:tuple, # (H, W)
+def _scaled_size(size:tuple, # (H, W)
                 scale:float, # the factor
                ) -> tuple: # (int(H*scale), int(W*scale))
     "The official training resize rule: int(dim * scale) per side."
     return tuple(int(dim * scale) for dim in size)
 
-class RandomScale(v2.Transform):
+class _RandomScale(v2.Transform):
     "Resize images (bilinear) and masks (nearest), both with aligned corners, by a scale drawn from `scales`."
     _transformed_types = (tv_tensors.Image, tv_tensors.Mask)
     def __init__(self, scales=TRAIN_SCALES, # the discrete set drawn from, uniformly
@@ -67,16 +66,16 @@ class RandomScale(v2.Transform):
 
     def make_params(self, flat_inputs):
         scale = self.scales[int(torch.randint(len(self.scales), ()))]
-        return dict(scale=scale, size=scaled_size(query_size(flat_inputs), scale))
+        return dict(scale=scale, size=_scaled_size(query_size(flat_inputs), scale))
 
     def transform(self, inpt, params):
         if isinstance(inpt, tv_tensors.Mask): return tv_tensors.wrap(resize_mask(inpt.as_subclass(torch.Tensor), params['size']), like=inpt)
         return tv_tensors.wrap(resize_image(inpt.as_subclass(torch.Tensor), params['size']), like=inpt)
 
 # %% ../nbs/10_transforms.ipynb #0706c201
-DEFAULT_MEAN = (0.5, 0.5, 0.5)  # official input scaling x*2/255-1: mean = std = 0.5 in [0, 1] units (pixel 127.5)
+_DEFAULT_MEAN = (0.5, 0.5, 0.5)  # official input scaling x*2/255-1: mean = std = 0.5 in [0, 1] units (pixel 127.5)
 
-def padded_size(size:int, # current length
+def _padded_size(size:int, # current length
                 output_stride:int, # OS
                ) -> int: # the smallest k*OS+1 >= size
     "The smallest length of the form k*output_stride+1 that holds `size` pixels."
@@ -89,16 +88,16 @@ def _check_mean(mean):
                          'e.g. (0.5, 0.5, 0.5) for pixel 127.5; divide 0..255 values by 255')
     return mean
 
-class PadTo(v2.Transform):
+class _PadTo(v2.Transform):
     "Pad bottom/right: images with the mean pixel, masks with 255, to a fixed size or to k*output_stride+1."
     _transformed_types = (tv_tensors.Image, tv_tensors.Mask)
     def __init__(self, size=None, # int or (H, W): pad up to at least this size
                  output_stride:int=None, # or: pad each side to the next k*output_stride+1
-                 mean=DEFAULT_MEAN, # image fill, in [0, 1] (the model's input_mean)
+                 mean=_DEFAULT_MEAN, # image fill, in [0, 1] (the model's input_mean)
                  ignore_index:int=IGNORE_INDEX, # mask fill
                 ):
         super().__init__()
-        if (size is None) == (output_stride is None): raise ValueError('PadTo needs exactly one of size=(H, W) or output_stride=OS')
+        if (size is None) == (output_stride is None): raise ValueError('_PadTo needs exactly one of size=(H, W) or output_stride=OS')
         self.size = None if size is None else _pair(size, 'size', 1)
         self.output_stride = None if output_stride is None else check_number('output_stride', output_stride, 1, integer=True)
         self.mean, self.ignore_index = _check_mean(mean), check_number('ignore_index', ignore_index, 0, 255, integer=True)
@@ -106,7 +105,7 @@ class PadTo(v2.Transform):
     def make_params(self, flat_inputs):
         h, w = query_size(flat_inputs)
         if self.size is not None: target = (max(h, self.size[0]), max(w, self.size[1]))
-        else: target = (padded_size(h, self.output_stride), padded_size(w, self.output_stride))
+        else: target = (_padded_size(h, self.output_stride), _padded_size(w, self.output_stride))
         return dict(padding=[0, 0, target[1] - w, target[0] - h])  # left, top, right, bottom
 
     def transform(self, inpt, params):
@@ -122,7 +121,7 @@ def _to_float():
 
 def train_transforms(crop_size=513, # int or (H, W): 513 on VOC, 769 on Cityscapes
                      scales=TRAIN_SCALES, # random scale set
-                     mean=DEFAULT_MEAN, # image padding, in [0, 1]: the model's input_mean
+                     mean=_DEFAULT_MEAN, # image padding, in [0, 1]: the model's input_mean
                      flip_prob:float=0.5, # probability of a horizontal flip
                      ignore_index:int=IGNORE_INDEX, # mask padding
                     ) -> v2.Compose:
@@ -130,20 +129,20 @@ def train_transforms(crop_size=513, # int or (H, W): 513 on VOC, 769 on Cityscap
     crop, flip_prob = _pair(crop_size, 'crop_size', 1), check_number('flip_prob', flip_prob, 0, 1)
     return v2.Compose([
         _to_float(),
-        RandomScale(scales),
-        PadTo(size=crop, mean=mean, ignore_index=ignore_index),
+        _RandomScale(scales),
+        _PadTo(size=crop, mean=mean, ignore_index=ignore_index),
         v2.RandomCrop(crop),
         v2.RandomHorizontalFlip(flip_prob),
     ])
 
 def eval_transforms(output_stride:int=16, # pad each side to the next k*output_stride+1...
                     size=None, # ...or to this fixed size (the official evaluation uses 513)
-                    mean=DEFAULT_MEAN, # image padding, in [0, 1]
+                    mean=_DEFAULT_MEAN, # image padding, in [0, 1]
                     ignore_index:int=IGNORE_INDEX, # mask padding
                    ) -> v2.Compose:
     "Evaluation: the whole image, padded bottom-right (mean / 255) to k*OS+1 or to `size`; crop predictions back with `unpad`."
-    pad = PadTo(size=_pair(size, 'size', 1), mean=mean, ignore_index=ignore_index) if size is not None else \
-          PadTo(output_stride=output_stride, mean=mean, ignore_index=ignore_index)
+    pad = _PadTo(size=_pair(size, 'size', 1), mean=mean, ignore_index=ignore_index) if size is not None else \
+          _PadTo(output_stride=output_stride, mean=mean, ignore_index=ignore_index)
     return v2.Compose([_to_float(), pad])
 
 def unpad(prediction:torch.Tensor, # (..., H', W') padded prediction (labels or logits)

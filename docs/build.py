@@ -169,6 +169,7 @@ def _local_links(text, pages):
     text = re.sub(_published_page(), lambda m: f'{pages.get(m.group(1), m.group(1))}.html', text)
     def html_link(m):  # MyST would take a relative link for a cross-reference it cannot resolve: write the anchor
         label, href = m.group(1), m.group(2)
+        if '#_' in href: return label  # a private name (`_set_atrous`) has no API entry to link to: its code text stays
         inner = f'<code>{html.escape(label[1:-1])}</code>' if label.startswith('`') and label.endswith('`') else html.escape(label)
         return f'<a href="{href}">{inner}</a>'
     local = '|'.join(re.escape(p) for p in sorted(set(pages.values()), key=len, reverse=True))

@@ -11,10 +11,10 @@ from torch import nn
 from torch.utils.data import Subset
 
 from deeplab_nb import cpu
-from deeplab_nb.cpu import fold_batchnorms, for_cpu, native_bf16, compare_predictions, bf16_acceptable
+from deeplab_nb.cpu import fold_batchnorms, for_cpu, native_bf16, compare_predictions, _bf16_acceptable
 from deeplab_nb.inference import evaluate, predict
 from deeplab_nb.model import build_model
-from deeplab_nb.resnet import randomize_batchnorm
+from deeplab_nb.resnet import _randomize_batchnorm
 from deeplab_nb.synthetic import synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ PROBE = torch.rand(1, 3, 65, 65, generator=torch.Generator().manual_seed(1))
 
 def random_model(name, **kwargs):
     torch.manual_seed(0)
-    return randomize_batchnorm(build_model(name, num_classes=7, **kwargs)).eval()
+    return _randomize_batchnorm(build_model(name, num_classes=7, **kwargs)).eval()
 
 
 def relative_error(a, b): return ((a - b).abs().max() / b.abs().max()).item()
@@ -66,7 +66,7 @@ def test_bf16_close_to_fp32():
     model, val = random_model('deeplabv3plus_xception_tiny'), Subset(synthetic_dataset('val'), range(5))
     comparison = compare_predictions(model, for_cpu(model, 'bf16'), val, 7)
     assert comparison['agreement'] > 0.95
-    assert bf16_acceptable(compare_predictions(model, model, val, 7))
+    assert _bf16_acceptable(compare_predictions(model, model, val, 7))
 
 
 def test_onnx_export_matches_eager(tmp_path):

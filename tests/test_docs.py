@@ -312,7 +312,7 @@ def test_as_a_learner_reads_it(site):
         for stem in chapters:
             module = build._default_exp(stem)
             for n in build.public_names(module) if module else []:
-                hrefs = [h for t, h in links if t in (n, f'{n}()')]   # (names such as BACKBONES exist in several modules)
+                hrefs = [h for t, h in links if t in (n, f'{n}()')]   # every link showing the name; one of them must be its definition
                 assert any(urlparse(h).path.endswith(f'/{stem}.html') and urlparse(h).fragment == f'{module}.{n}' for h in hrefs), \
                     f'API page: {module}.{n} does not link to {stem}.html ({hrefs[:3]})'
         defined = set(wide.eval_on_selector_all('[id]', 'els => els.map(e => e.id)'))

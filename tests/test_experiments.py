@@ -8,31 +8,31 @@ import sys
 import pytest
 import torch
 
-from deeplab_nb.experiments import (_cpu_model, CLAIMS_PATH, RECORDS, STUDY, compute_claims, inference_madds, load_records, run_id,
-                                    study_config, _study_trainer)
+from deeplab_nb.experiments import (_cpu_model, _CLAIMS_PATH, _RECORDS, STUDY, compute_claims, _inference_madds, load_records, _run_id,
+                                    _study_config, _study_trainer)
 from deeplab_nb.model import build_model
 from deeplab_nb.separable import count_params
 
 
 def test_ledger_is_computed_from_the_records():
-    assert json.loads(CLAIMS_PATH.read_text()) == compute_claims()
+    assert json.loads(_CLAIMS_PATH.read_text()) == compute_claims()
 
 
 # The study's records, and those of the failed convergence check at N = 8,000 (kept, with their step counts)
 RECORDED = [(rid, record, None) for rid, record in sorted(load_records().items())] + \
-           [(rid, record, record['config']['train']['steps']) for rid, record in sorted(load_records(RECORDS / 'n8000').items())]
+           [(rid, record, record['config']['train']['steps']) for rid, record in sorted(load_records(_RECORDS / 'n8000').items())]
 
 
 @pytest.mark.parametrize('rid,record,steps', RECORDED or [pytest.param(None, None, None, marks=pytest.mark.skip('no records yet'))])
 def test_record_comes_from_the_code_here(rid, record, steps):
     name, seed = record['config']['name'], record['seed']
-    expected = study_config(name, seed) if steps is None else study_config(name, seed, steps=steps)
-    assert rid == run_id(name, seed) and record['config'] == expected
+    expected = _study_config(name, seed) if steps is None else _study_config(name, seed, steps=steps)
+    assert rid == _run_id(name, seed) and record['config'] == expected
     config = record['config']
     model = build_model(config['model'], len(record['classes']), output_stride=config['train']['output_stride'], **config['model_kwargs'])
     assert count_params(model) == record['params']
     stride = config['train']['output_stride']
-    assert inference_madds(model.eval(), stride, size=config['madds_size']) == record['evaluations'][f'os{stride}']['madds']
+    assert _inference_madds(model.eval(), stride, size=config['madds_size']) == record['evaluations'][f'os{stride}']['madds']
     assert record['steps'] == config['train']['steps'] and record['val_curve'][-1][0] == record['steps']
 
 
@@ -61,7 +61,7 @@ def test_a_baseline_run_starts_with_its_recorded_losses(tmp_path):
 def test_study_cli():
     cli = subprocess.run(['deeplab_nb_study', '--status', '--seeds', '0'], capture_output=True, text=True)
     assert cli.returncode == 0, cli.stderr
-    assert [line.split()[0] for line in cli.stdout.splitlines()] == [run_id(name, 0) for name in STUDY]
+    assert [line.split()[0] for line in cli.stdout.splitlines()] == [_run_id(name, 0) for name in STUDY]
     bad = subprocess.run(['deeplab_nb_study', '--names', 'baseline,nope'], capture_output=True, text=True)
     assert bad.returncode != 0 and "deeplab_nb_study: error: unknown configuration 'nope'" in bad.stderr
     assert 'Traceback' not in bad.stderr

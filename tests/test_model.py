@@ -27,12 +27,12 @@ def test_decoder_contract():
     assert parameters(decoder.Decoder) == [('encoder_channels', 256), ('low_level_channels', (256,)),
                                            ('projection_channels', 48), ('refine', ((3, 256), (3, 256))),
                                            ('separable', False)]
-    assert parameters(decoder.upsample_to) == [('x', empty), ('size', empty)]
+    assert parameters(decoder._upsample_to) == [('x', empty), ('size', empty)]
 
 
 def test_model_contract():
     assert parameters(model.build_model)[:3] == [('name', inspect.Parameter.empty), ('num_classes', 21), ('output_stride', 16)]
-    assert tuple(model.DEEPLAB_ARGS) == ('num_classes', 'decoder', 'atrous_rates', 'separable', 'image_pooling', 'dropout',
+    assert tuple(model._DEEPLAB_ARGS) == ('num_classes', 'decoder', 'atrous_rates', 'separable', 'image_pooling', 'dropout',
                                          'aspp_channels', 'projection_channels', 'refine', 'low_level_features')
     paper = {'deeplabv3_resnet101', 'deeplabv3plus_resnet101', 'deeplabv3_xception65', 'deeplabv3plus_xception65',
              'deeplabv3plus_xception65_sc', 'deeplabv3plus_xception71', 'deeplabv3plus_xception_tiny'}

@@ -3,15 +3,15 @@ import pytest
 import torch
 
 from deeplab_nb import xception
-from deeplab_nb.resnet import randomize_batchnorm
-from deeplab_nb.xception import XCEPTION_TABLES, Xception, xception41
+from deeplab_nb.resnet import _randomize_batchnorm
+from deeplab_nb.xception import _XCEPTION_TABLES, Xception, xception41
 
 
 def on_meta(constructor, **kwargs):
     with torch.device('meta'): return constructor(**kwargs).eval()
 
 
-@pytest.mark.parametrize('name', sorted(XCEPTION_TABLES))
+@pytest.mark.parametrize('name', sorted(_XCEPTION_TABLES))
 @pytest.mark.parametrize('output_stride', [8, 16, 32])
 def test_feature_info_describes_forward(name, output_stride):
     "Every Xception returns exactly the features its `feature_info` names, with the strides and channels it states."
@@ -32,7 +32,7 @@ def test_feature_info_describes_forward(name, output_stride):
 def test_pretrained_from_a_downloaded_file(tmp_path):
     "`xception41(pretrained=path)` loads a timm checkpoint file through timm's API, without the network."
     timm = pytest.importorskip('timm')
-    reference = randomize_batchnorm(timm.create_model('xception41', pretrained=False), seed=3).eval()
+    reference = _randomize_batchnorm(timm.create_model('xception41', pretrained=False), seed=3).eval()
     weights_file = tmp_path / 'model.pth'
     torch.save(reference.state_dict(), weights_file)
     model = xception41(output_stride=32, pretrained=weights_file).eval()
