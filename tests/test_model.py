@@ -1,39 +1,48 @@
-"""The model contract that training, inference, the command line and the cost chapter build on (05_aspp, 06_decoder, 07_model).
-
-The notebooks prove what the modules compute; this file pins the names, call signatures and registry entries other
-modules import, so that a change to them fails here, next to the contract, rather than somewhere downstream."""
-import inspect
-
+"""The model as the paper specifies it and as training, inference, the command line and the cost chapter use it
+(05_aspp, 06_decoder, 07_model): the paper's settings read from the built modules, the resize rule proven on a closed
+form, the registry, and every named model's forward and backward pass."""
 import pytest
 import torch
+from torch import nn
 
 from deeplab_nb import aspp, decoder, model
 
 
-def parameters(fn):
-    return [(p.name, p.default) for p in inspect.signature(fn).parameters.values()]
+def convs(module):
+    return [m for m in module.modules() if isinstance(m, nn.Conv2d)]
 
 
-def test_aspp_contract():
+def test_aspp_is_the_papers():
+    """ASPP as Sect. 3.1 (from DeepLabv3) builds it at OS 16: image pooling's 1x1, a 1x1 and three 3x3 branches at rates
+    (6, 12, 18), 256 filters each, the 1x1 projection, dropout 0.1 (official); the rates scale with 16 / OS."""
+    head = aspp.ASPP(2048).eval()
+    assert [(c.kernel_size[0], c.dilation[0], c.out_channels) for c in convs(head)] == \
+        [(1, 1, 256), (1, 1, 256), (3, 6, 256), (3, 12, 256), (3, 18, 256), (1, 1, 256)]
+    assert convs(head)[-1].in_channels == 5 * 256 and head.dropout.p == 0.1
     assert [aspp.aspp_rates(os) for os in (8, 16, 32)] == [(12, 24, 36), (6, 12, 18), (3, 6, 9)]
-    assert parameters(aspp.ASPP)[1:] == [('out_channels', 256), ('atrous_rates', None), ('output_stride', 16),
-                                         ('separable', False), ('image_pooling', True), ('dropout', 0.1)]
-    head = aspp.ASPP(8, out_channels=4)
-    assert head.set_output_stride(8) is head and head.atrous_rates == (12, 24, 36)
+    assert head.set_output_stride(8) is head and [c.dilation[0] for c in convs(head)[2:5]] == [12, 24, 36]
 
 
-def test_decoder_contract():
-    empty = inspect.Parameter.empty
-    assert parameters(decoder.Decoder) == [('encoder_channels', 256), ('low_level_channels', (256,)),
-                                           ('projection_channels', 48), ('refine', ((3, 256), (3, 256))),
-                                           ('separable', False)]
-    assert parameters(decoder._upsample_to) == [('x', empty), ('size', empty)]
+def test_decoder_is_the_papers():
+    "The decoder of Tables 1 and 2's best rows: low-level features projected by [1x1, 48], then [3x3, 256] twice on the concatenation."
+    assert [(c.kernel_size[0], c.in_channels, c.out_channels) for c in convs(decoder.Decoder())] == \
+        [(1, 256, 48), (3, 256 + 48, 256), (3, 256, 256)]
 
 
-def test_model_contract():
-    assert parameters(model.build_model)[:3] == [('name', inspect.Parameter.empty), ('num_classes', 21), ('output_stride', 16)]
-    assert tuple(model._DEEPLAB_ARGS) == ('num_classes', 'decoder', 'atrous_rates', 'separable', 'image_pooling', 'dropout',
-                                         'aspp_channels', 'projection_channels', 'refine', 'low_level_features')
+def test_upsampling_reproduces_affine_maps_exactly():
+    """Every resize is bilinear with align_corners=True (the official code's): corners map to corners, so an affine
+    function of the pixel coordinates is reproduced exactly (float64; 1e-12 allows only rounding)."""
+    rows, cols = torch.meshgrid(torch.linspace(0, 1, 9, dtype=torch.float64), torch.linspace(0, 1, 5, dtype=torch.float64), indexing='ij')
+    big_rows, big_cols = torch.meshgrid(torch.linspace(0, 1, 33, dtype=torch.float64), torch.linspace(0, 1, 17, dtype=torch.float64), indexing='ij')
+    affine = lambda r, c: 3 * r - 2 * c + 0.5
+    torch.testing.assert_close(decoder._upsample_to(affine(rows, cols)[None, None], (33, 17))[0, 0], affine(big_rows, big_cols),
+                               atol=1e-12, rtol=0)
+
+
+def test_model_registry():
+    "build_model's defaults are the paper's VOC setting (21 classes, OS 16); every name builds its constructor."
+    with torch.device('meta'): built = model.build_model('deeplabv3plus_xception65')
+    assert built.num_classes == 21 and built.output_stride == 16
     paper = {'deeplabv3_resnet101', 'deeplabv3plus_resnet101', 'deeplabv3_xception65', 'deeplabv3plus_xception65',
              'deeplabv3plus_xception65_sc', 'deeplabv3plus_xception71', 'deeplabv3plus_xception_tiny'}
     assert paper <= set(model.MODELS)
