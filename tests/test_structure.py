@@ -75,3 +75,20 @@ def test_chapters_use_only_earlier_chapters():
                 if module in exported_by and chapter_key(exported_by[module]) > chapter_key(p):
                     late.append(f'{p.name} imports deeplab_nb.{module} ({exported_by[module].name})')
     assert not late, 'chapters that use what a later chapter defines:\n' + '\n'.join(sorted(set(late)))
+
+
+def test_each_idea_of_the_paper_has_one_chapter_and_one_definition():
+    """The index's table "Where each idea of the paper lives": every row names a chapter and a `deeplab_nb.module.name`
+    that exists, belongs to the module that chapter exports (`#|default_exp`), and is defined there, not imported."""
+    import importlib
+    index = '\n'.join(''.join(c['source']) for c in json.loads((ROOT / 'nbs' / 'index.ipynb').read_text())['cells'] if c['cell_type'] == 'markdown')
+    section = index.split('## Where each idea of the paper lives', 1)[1].split('\n## ', 1)[0]
+    rows = re.findall(r'^\|[^|]+\|[^|]+\| \[\w+\]\((\w+)\.ipynb\) \| `deeplab_nb\.(\w+)\.(\w+)` \|$', section, re.M)
+    assert len(rows) >= 15 and len(rows) == section.count('\n| ') - 1, 'a row of the table does not parse'  # minus the header
+    for chapter, module, name in rows:
+        code = '\n'.join(''.join(c['source']) for c in json.loads((ROOT / 'nbs' / f'{chapter}.ipynb').read_text())['cells'] if c['cell_type'] == 'code')
+        assert re.search(rf'^#\|\s*default_exp\s+{module}$', code, re.M), f'{chapter} does not export deeplab_nb.{module}'
+        mod = importlib.import_module(f'deeplab_nb.{module}')
+        assert name in mod.__all__, f'deeplab_nb.{module}.{name} is not a public name of its module'
+        obj = getattr(mod, name)
+        assert getattr(obj, '__module__', mod.__name__) == mod.__name__, f'{name} is defined in {obj.__module__}, not {module}'
