@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 from fastcore.script import call_parse, Param, bool_arg
-from .data import (build_dataset, read_image, save_index_png, overlay, voc_colormap, IMAGE_SUFFIXES, check_number,
-                             check_output_dir, check_output_file)
+from .data import (build_dataset, read_image, save_index_png, overlay, voc_colormap, IMAGE_SUFFIXES, _check_number,
+                             _check_output_dir, _check_output_file)
 from .atrous import check_output_stride
 from .inference import evaluate, predict, multi_scale_predict, evaluating
 from .engine import init_distributed, resolve_device
@@ -36,7 +36,7 @@ def _parse_numbers(text:str, kind=float, name:str='value', low=None, low_open:bo
     try: values = [kind(v) for v in str(text).split(',') if v.strip()]
     except ValueError: raise ValueError(f"--{name} {text}: give comma-separated numbers, e.g. 0.5,0.75,1.0") from None
     if not values: raise ValueError(f"--{name} {text!r}: give at least one number")
-    return [check_number(f'--{name}', v, low, integer=kind is int, low_open=low_open) for v in values]
+    return [_check_number(f'--{name}', v, low, integer=kind is int, low_open=low_open) for v in values]
 
 # %% ../nbs/15_cli.ipynb #e8497dbc
 def _changed(options:dict) -> dict:
@@ -121,8 +121,8 @@ def eval_cli(checkpoint:str,          # checkpoint.pt or run directory written b
         scales = _parse_numbers(scales, float, 'scales', low=0, low_open=True)
         widths = _parse_numbers(trimap, int, 'trimap', low=0) if trimap else None
         if output_stride is not None: output_stride = check_output_stride(output_stride)
-        if crop_size is not None: crop_size = check_number('--crop_size', crop_size, 1, integer=True)
-        if output is not None: output = check_output_file(output, '--output')
+        if crop_size is not None: crop_size = _check_number('--crop_size', crop_size, 1, integer=True)
+        if output is not None: output = _check_output_file(output, '--output')
         precision = _check_precision(precision, resolve_device(device))
         model, state = load_trained_model(checkpoint, device)
         config = TrainConfig(**state['config'])
@@ -134,7 +134,7 @@ def eval_cli(checkpoint:str,          # checkpoint.pt or run directory written b
         data = build_dataset(name, root if root is not None else (config.root if dataset is None else None), split, **extra)
         used = output_stride or model.output_stride
         run_dir = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
-        out = output or check_output_file(run_dir / _eval_name(split, used, scales, flip), '--output')
+        out = output or _check_output_file(run_dir / _eval_name(split, used, scales, flip), '--output')
         out.parent.mkdir(parents=True, exist_ok=True)  # before the evaluation, so that its result has somewhere to go
         result = evaluate(for_cpu(model, precision), data, scales=scales, flip=flip, output_stride=output_stride, trimap_widths=widths,
                           crop_size=crop_size, progress=not quiet)
@@ -187,10 +187,10 @@ def predict_cli(checkpoint:str,                 # checkpoint.pt or run directory
                ):
     "Segment images: <stem>.png (class indices, with the palette) and <stem>_overlay.png, one pair per image."
     with _user_errors('deeplab_nb_predict', debug):
-        alpha = check_number('--alpha', alpha, 0, 1, fix='an opacity, e.g. 0.5')
+        alpha = _check_number('--alpha', alpha, 0, 1, fix='an opacity, e.g. 0.5')
         scales = _parse_numbers(scales, float, 'scales', low=0, low_open=True)
         if output_stride is not None: output_stride = check_output_stride(output_stride)
-        out = check_output_dir(output_dir, '--output_dir')
+        out = _check_output_dir(output_dir, '--output_dir')
         precision = _check_precision(precision, resolve_device(device))
         model, state = load_trained_model(checkpoint, device)
         files = _image_files(inputs)
@@ -214,5 +214,5 @@ def export_cli(checkpoint:str,   # checkpoint.pt or run directory written by dee
               ):
     "Write a run's trained model as a slim model file (no optimiser state) for deeplab_nb_eval and deeplab_nb_predict."
     with _user_errors('deeplab_nb_export', debug):
-        path = export_model(checkpoint, None if output is None else check_output_file(output, '--output'))
+        path = export_model(checkpoint, None if output is None else _check_output_file(output, '--output'))
     print(f"model file: {path} ({path.stat().st_size / 2**20:.1f} MiB)")

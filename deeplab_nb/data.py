@@ -15,13 +15,12 @@ from torchvision import tv_tensors
 
 # %% auto #0
 __all__ = ['IGNORE_INDEX', 'VOC_CLASSES', 'VOC_PALETTE', 'CITYSCAPES_CLASSES', 'CITYSCAPES_PALETTE', 'IMAGE_SUFFIXES', 'DATASETS',
-           'check_number', 'check_output_dir', 'check_output_file', 'voc_colormap', 'colorize', 'overlay', 'read_image',
-           'read_index_mask', 'check_classes', 'SegmentationDataset', 'fixture_sample', 'save_index_png',
-           'make_voc_fixture', 'VOCSegmentation', 'SBDSegmentation', 'Cityscapes', 'FolderSegmentation',
-           'make_folder_fixture', 'register_dataset', 'dataset_spec', 'build_dataset']
+           'voc_colormap', 'colorize', 'overlay', 'read_image', 'read_index_mask', 'SegmentationDataset',
+           'save_index_png', 'make_voc_fixture', 'VOCSegmentation', 'SBDSegmentation', 'Cityscapes',
+           'FolderSegmentation', 'make_folder_fixture', 'register_dataset', 'dataset_spec', 'build_dataset']
 
 # %% ../nbs/09_data.ipynb #da482929
-def check_number(name:str, # the argument, as the user wrote it (e.g. 'lr' or '--lr'), for the message
+def _check_number(name:str, # the argument, as the user wrote it (e.g. 'lr' or '--lr'), for the message
                  value, # the value given
                  low=None, # smallest allowed value; None: no bound
                  high=None, # largest allowed value; None: no bound
@@ -42,7 +41,7 @@ def check_number(name:str, # the argument, as the user wrote it (e.g. 'lr' or '-
         raise ValueError(f"{name}={value!r} is out of range: need {above}{name}{below}{hint}")
     return value
 
-def check_output_dir(path, # a folder to write into (it may not exist yet)
+def _check_output_dir(path, # a folder to write into (it may not exist yet)
                      name:str='output folder', # the argument, for the message (e.g. '--output_dir')
                     ) -> Path:
     "`path` as a Path if it is a folder or can be made one: refused when it, or a folder above it, is an existing file."
@@ -54,13 +53,13 @@ def check_output_dir(path, # a folder to write into (it may not exist yet)
             break
     return path
 
-def check_output_file(path, # a file to write (its folders may not exist yet)
+def _check_output_file(path, # a file to write (its folders may not exist yet)
                       name:str='output file', # the argument, for the message (e.g. '--output')
                      ) -> Path:
     "`path` as a Path if a file can be written there: refused when it is a folder, or a file stands where a folder must."
     path = Path(path)
     if path.is_dir(): raise ValueError(f"{name} {path} is a folder: give a file name, e.g. {path / 'results.json'}")
-    check_output_dir(path.parent, name)
+    _check_output_dir(path.parent, name)
     return path
 
 # %% ../nbs/09_data.ipynb #acae49fd
@@ -112,7 +111,7 @@ def overlay(image, # (3, H, W) tensor (uint8 or float in [0, 1]) or (H, W, 3) ui
             background:bool=False, # also tint class 0 (off by default: background stays see-through)
            ) -> np.ndarray: # (H, W, 3) uint8
     "Blend a colorized mask over its image."
-    alpha = check_number('alpha', alpha, 0, 1, fix='an opacity, e.g. 0.5')
+    alpha = _check_number('alpha', alpha, 0, 1, fix='an opacity, e.g. 0.5')
     image, colors = _to_hwc_uint8(image), colorize(mask, palette)
     mask = np.asarray(mask.cpu() if torch.is_tensor(mask) else mask)
     if image.shape[:2] != mask.shape: raise ValueError(f'overlay: image is {image.shape[:2]} but mask is {mask.shape}: pass the mask of this image')
@@ -188,7 +187,7 @@ def _check_same_size(image:np.ndarray, mask:np.ndarray, image_path=None, mask_pa
                          f'{image.shape[1]}x{image.shape[0]}: the annotation does not belong to this image or was resized '
                          '(check the ids / file names; resize masks only with nearest neighbour)')
 
-def check_classes(classes, # class names, label k = classes[k]
+def _check_classes(classes, # class names, label k = classes[k]
                  ) -> list:
     "The class names as a list of 1..255 distinct non-empty strings, else a ValueError saying what to pass."
     example = "e.g. ['background', 'cat', 'dog']"
@@ -216,7 +215,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
                  transforms=None, # callable (image, mask) -> (image, mask), e.g. the next chapter's
                 ):
         if not (len(ids) == len(images) == len(masks)): raise ValueError(f'{len(ids)} ids, {len(images)} images and {len(masks)} masks: need one of each per item')
-        self.ids, self.images, self.masks, self.classes = list(ids), [Path(p) for p in images], [Path(p) for p in masks], check_classes(classes)
+        self.ids, self.images, self.masks, self.classes = list(ids), [Path(p) for p in images], [Path(p) for p in masks], _check_classes(classes)
         self.palette = voc_colormap(len(self.classes)) if palette is None else np.asarray(palette, np.uint8)
         if self.palette.shape != (len(self.classes), 3): raise ValueError(f'palette has shape {self.palette.shape}: need ({len(self.classes)}, 3), one RGB colour per class')
         self.transforms = transforms
@@ -236,7 +235,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
     def __repr__(self): return f'{type(self).__name__}({len(self)} items, {len(self.classes)} classes)'
 
 # %% ../nbs/09_data.ipynb #3f65f92f
-def fixture_sample(rng:np.random.Generator, # the random source
+def _fixture_sample(rng:np.random.Generator, # the random source
                    size=(48, 64), # (H, W)
                    labels=tuple(range(1, 21)), # labels the objects are drawn from (0 is the background)
                    colors:np.ndarray=None, # (256, 3) colour per label for the image; VOC's colour map by default
@@ -282,7 +281,7 @@ def make_voc_fixture(root, # folder to create VOCdevkit/VOC2012 in
     for sub in ('JPEGImages', 'SegmentationClass', 'ImageSets/Segmentation'): (voc/sub).mkdir(parents=True, exist_ok=True)
     all_ids = list(dict.fromkeys(i for ids in splits.values() for i in ids))
     for i in all_ids:
-        image, mask = fixture_sample(rng, size(rng) if callable(size) else size, band=band)
+        image, mask = _fixture_sample(rng, size(rng) if callable(size) else size, band=band)
         Image.fromarray(image).save(voc/'JPEGImages'/f'{i}.jpg', quality=95)
         save_index_png(mask, voc/'SegmentationClass'/f'{i}.png')
     for split, ids in splits.items(): (voc/'ImageSets'/'Segmentation'/f'{split}.txt').write_text(''.join(f'{i}\n' for i in ids))
@@ -371,7 +370,7 @@ def _make_sbd_fixture(root, # folder to create benchmark_RELEASE/dataset in
     sbd, rng = Path(root)/'benchmark_RELEASE'/'dataset', np.random.default_rng(seed)
     (sbd/'img').mkdir(parents=True, exist_ok=True)
     for i in dict.fromkeys(i for ids in splits.values() for i in ids):
-        image, mask = fixture_sample(rng, size, band=0)
+        image, mask = _fixture_sample(rng, size, band=0)
         Image.fromarray(image).save(sbd/'img'/f'{i}.jpg', quality=95)
         _save_sbd_mat(mask, sbd/'cls'/f'{i}.mat')
     for split, ids in splits.items(): (sbd/f'{split}.txt').write_text(''.join(f'{i}\n' for i in ids))
@@ -527,7 +526,7 @@ def _make_cityscapes_fixture(root, # folder to create leftImg8bit/ and gtFine/ i
             (root/'leftImg8bit'/split/city).mkdir(parents=True, exist_ok=True); (root/'gtFine'/split/city).mkdir(parents=True, exist_ok=True)
             for frame in range(frames):
                 stem = f'{city}_{frame:06d}_{19 + frame:06d}'
-                image, ids = fixture_sample(rng, size, labels=tuple(range(34)), colors=colors, band=0, num_objects=5)
+                image, ids = _fixture_sample(rng, size, labels=tuple(range(34)), colors=colors, band=0, num_objects=5)
                 ids[ids == 0] = 7  # 'road' rather than 'unlabeled' under the objects
                 ids[-max(1, size[0] // 8):] = 1  # the 'ego vehicle' bonnet along the bottom (id 1, not trained on)
                 Image.fromarray(image).save(root/'leftImg8bit'/split/city/f'{stem}_leftImg8bit.png')
@@ -602,11 +601,11 @@ _CLASSES_FILE = 'classes.txt'  # a folder dataset's class names, one per line, l
 
 def _read_classes(path, # a text file, one class name per line (blank lines skipped)
                 ) -> list:
-    "The class names listed in `path`, checked (`check_classes`)."
+    "The class names listed in `path`, checked (`_check_classes`)."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f'{path}: no such class-names file')
     names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    try: return check_classes(names)
+    try: return _check_classes(names)
     except ValueError as e: raise ValueError(f'{path}: {e}') from None
 
 def make_folder_fixture(root, # folder to create images/ and masks/ in
@@ -622,10 +621,10 @@ def make_folder_fixture(root, # folder to create images/ and masks/ in
     images, masks = (root/'images', root/'masks') if split is None else (root/'images'/split, root/'masks'/split)
     images.mkdir(parents=True, exist_ok=True); masks.mkdir(parents=True, exist_ok=True)
     for k in range(n):
-        image, mask = fixture_sample(rng, size, labels=tuple(range(1, num_classes)))
+        image, mask = _fixture_sample(rng, size, labels=tuple(range(1, num_classes)))
         Image.fromarray(image).save(images/f'sample_{k:03d}.png')
         Image.fromarray(mask, mode='L').save(masks/f'sample_{k:03d}.png')
-    if classes is not None: (root/_CLASSES_FILE).write_text(''.join(f'{c}\n' for c in check_classes(classes)))
+    if classes is not None: (root/_CLASSES_FILE).write_text(''.join(f'{c}\n' for c in _check_classes(classes)))
     return root
 
 # %% ../nbs/09_data.ipynb #7358fbb7

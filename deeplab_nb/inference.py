@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from .atrous import scale_dimension, _pair, EVAL_SCALES
 from .decoder import _upsample_to
 from .metrics import ConfusionMatrix, TrimapMeter, _as_label_tensor
-from .data import check_number
+from .data import _check_number
 from .transforms import _padded_size, unpad
 
 # %% ../nbs/13_inference.ipynb #c1816fc9
@@ -153,7 +153,7 @@ def _predict_batch(model:nn.Module, # a segmentation model
 # %% ../nbs/13_inference.ipynb #920958b5
 def _check_scales(scales) -> list:
     "The input scales as floats, at least one, each finite and > 0."
-    scales = [check_number('scale', s, 0, low_open=True, fix=f'scales are positive factors, e.g. {EVAL_SCALES}') for s in scales]
+    scales = [_check_number('scale', s, 0, low_open=True, fix=f'scales are positive factors, e.g. {EVAL_SCALES}') for s in scales]
     if not scales: raise ValueError(f"scales=[]: need at least one scale, each > 0, e.g. {EVAL_SCALES}")
     return scales
 
@@ -211,7 +211,7 @@ def evaluate(model:nn.Module, # a segmentation model
     if num_classes is None:
         if not hasattr(dataset, 'classes'): raise ValueError("the dataset has no `classes`: pass num_classes")
         num_classes = len(dataset.classes)
-    num_classes, scales = check_number('num_classes', num_classes, 1, integer=True), _check_scales(scales)
+    num_classes, scales = _check_number('num_classes', num_classes, 1, integer=True), _check_scales(scales)
     if crop_size is not None: _pair(crop_size, 'crop_size', 1)  # checked before the first image, not at it
     if getattr(model, 'num_classes', num_classes) != num_classes:
         raise ValueError(f"the model predicts {model.num_classes} classes but num_classes={num_classes}: "

@@ -18,7 +18,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import Dataset
 from tqdm import tqdm
 from fastcore.basics import patch
-from .data import build_dataset, check_number, check_output_dir, DATASETS
+from .data import build_dataset, _check_number, _check_output_dir, DATASETS
 from . import synthetic  # importing it registers the bundled dataset, TrainConfig's default
 from .transforms import train_transforms, TRAIN_SCALES
 from .inference import evaluate
@@ -45,16 +45,16 @@ def _check_path_field(config, name:str, required:bool=False):
 
 def _check_config(config):
     "Every field of a TrainConfig in its range (integers of any integral type made `int`); a ValueError naming the first that is not."
-    for name, low in _SIZES.items(): setattr(config, name, check_number(name, getattr(config, name), low, integer=True))
-    config.lr = check_number('lr', config.lr, 0, low_open=True, fix='the base learning rate, e.g. 0.007 (paper) or 0.03 (bundled job)')
-    config.power = check_number('power', config.power, 0, fix='the poly exponent, e.g. 0.9')
-    config.momentum = check_number('momentum', config.momentum, 0, 1, fix='e.g. 0.9')
-    config.bias_lr_mult = check_number('bias_lr_mult', config.bias_lr_mult, 0, fix='e.g. 2 (official)')
-    if config.weight_decay is not None: config.weight_decay = check_number('weight_decay', config.weight_decay, 0, fix='e.g. 1e-4, or None for the official value')
-    if config.bn_momentum is not None: config.bn_momentum = check_number('bn_momentum', config.bn_momentum, 0, 1, fix='e.g. 0.01, or None for the model\'s')
-    for name in ('min_scale', 'max_scale', 'scale_step'): setattr(config, name, check_number(name, getattr(config, name), 0, low_open=True))
+    for name, low in _SIZES.items(): setattr(config, name, _check_number(name, getattr(config, name), low, integer=True))
+    config.lr = _check_number('lr', config.lr, 0, low_open=True, fix='the base learning rate, e.g. 0.007 (paper) or 0.03 (bundled job)')
+    config.power = _check_number('power', config.power, 0, fix='the poly exponent, e.g. 0.9')
+    config.momentum = _check_number('momentum', config.momentum, 0, 1, fix='e.g. 0.9')
+    config.bias_lr_mult = _check_number('bias_lr_mult', config.bias_lr_mult, 0, fix='e.g. 2 (official)')
+    if config.weight_decay is not None: config.weight_decay = _check_number('weight_decay', config.weight_decay, 0, fix='e.g. 1e-4, or None for the official value')
+    if config.bn_momentum is not None: config.bn_momentum = _check_number('bn_momentum', config.bn_momentum, 0, 1, fix='e.g. 0.01, or None for the model\'s')
+    for name in ('min_scale', 'max_scale', 'scale_step'): setattr(config, name, _check_number(name, getattr(config, name), 0, low_open=True))
     if config.eval_crop_size is not None:
-        config.eval_crop_size = check_number('eval_crop_size', config.eval_crop_size, 1, integer=True, fix='e.g. 513, or None for the smallest k*output_stride+1 size per image')
+        config.eval_crop_size = _check_number('eval_crop_size', config.eval_crop_size, 1, integer=True, fix='e.g. 513, or None for the smallest k*output_stride+1 size per image')
         if (config.eval_crop_size - 1) % config.output_stride:
             raise ValueError(f"eval_crop_size={config.eval_crop_size} is not of the form k*output_stride+1 for output_stride={config.output_stride}: "
                              "e.g. 513, or None for the smallest such size per image")
@@ -185,7 +185,7 @@ def _prepare_run_dir(run_dir, # the run's directory (created when it first write
     "Check (and for 'overwrite' empty) a run directory before a run starts; stale temporary files are removed."
     if on_existing not in ('refuse', 'overwrite', 'continue'):
         raise ValueError(f"on_existing={on_existing!r} is not one of 'refuse', 'overwrite', 'continue'")
-    run_dir = check_output_dir(run_dir, 'run_dir')
+    run_dir = _check_output_dir(run_dir, 'run_dir')
     found = [name for name in _RUN_FILES if (run_dir / name).exists()] + sorted(p.name for p in run_dir.glob('eval-*.json'))
     if found and on_existing == 'refuse':
         raise ValueError(f"run_dir {run_dir} already holds a training run ({', '.join(found)}): continue it with "
@@ -546,7 +546,7 @@ def export_model(checkpoint,  # a run's checkpoint.pt or its run directory
     _check_run_state(state, source)
     path = Path(path) if path is not None else source.parent / 'model.pt'
     if path.is_dir(): raise ValueError(f"{path} is a folder: give the model file's name, e.g. {path / 'model.pt'}")
-    check_output_dir(path.parent, 'model file folder')
+    _check_output_dir(path.parent, 'model file folder')
     config = TrainConfig(**state['config'])
     model = dict(format=_MODEL_FORMAT, model=state['model'], model_name=state.get('model_name', config.model),
                  model_kwargs=state.get('model_kwargs'), classes=list(state['classes']), palette=state.get('palette'),

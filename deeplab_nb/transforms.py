@@ -14,7 +14,7 @@ from torchvision.transforms.v2 import functional as TF
 from torchvision.transforms.v2._utils import query_size
 
 from .atrous import _pair
-from .data import IGNORE_INDEX, check_number
+from .data import IGNORE_INDEX, _check_number
 
 # %% auto #0
 __all__ = ['TRAIN_SCALES', 'resize_mask', 'resize_image', 'train_transforms', 'eval_transforms', 'unpad']
@@ -61,7 +61,7 @@ class _RandomScale(v2.Transform):
     def __init__(self, scales=TRAIN_SCALES, # the discrete set drawn from, uniformly
                 ):
         super().__init__()
-        self.scales = tuple(check_number('scale', s, 0, low_open=True, fix=f'scales are positive factors, e.g. {TRAIN_SCALES}') for s in scales)
+        self.scales = tuple(_check_number('scale', s, 0, low_open=True, fix=f'scales are positive factors, e.g. {TRAIN_SCALES}') for s in scales)
         if not self.scales: raise ValueError(f'scales={scales}: need positive factors, e.g. {TRAIN_SCALES}')
 
     def make_params(self, flat_inputs):
@@ -99,8 +99,8 @@ class _PadTo(v2.Transform):
         super().__init__()
         if (size is None) == (output_stride is None): raise ValueError('_PadTo needs exactly one of size=(H, W) or output_stride=OS')
         self.size = None if size is None else _pair(size, 'size', 1)
-        self.output_stride = None if output_stride is None else check_number('output_stride', output_stride, 1, integer=True)
-        self.mean, self.ignore_index = _check_mean(mean), check_number('ignore_index', ignore_index, 0, 255, integer=True)
+        self.output_stride = None if output_stride is None else _check_number('output_stride', output_stride, 1, integer=True)
+        self.mean, self.ignore_index = _check_mean(mean), _check_number('ignore_index', ignore_index, 0, 255, integer=True)
 
     def make_params(self, flat_inputs):
         h, w = query_size(flat_inputs)
@@ -126,7 +126,7 @@ def train_transforms(crop_size=513, # int or (H, W): 513 on VOC, 769 on Cityscap
                      ignore_index:int=IGNORE_INDEX, # mask padding
                     ) -> v2.Compose:
     "The paper's training augmentation: random scale, pad (mean / 255) bottom-right, random crop, random flip."
-    crop, flip_prob = _pair(crop_size, 'crop_size', 1), check_number('flip_prob', flip_prob, 0, 1)
+    crop, flip_prob = _pair(crop_size, 'crop_size', 1), _check_number('flip_prob', flip_prob, 0, 1)
     return v2.Compose([
         _to_float(),
         _RandomScale(scales),

@@ -12,8 +12,8 @@ import torchvision
 from PIL import Image
 
 from deeplab_nb.data import (VOCSegmentation, SBDSegmentation, Cityscapes, FolderSegmentation, VOC_PALETTE, IGNORE_INDEX,
-                             voc_colormap, read_image, read_index_mask, save_index_png, overlay, check_number, check_output_dir,
-                             check_output_file, check_classes, build_dataset, register_dataset, make_voc_fixture,
+                             voc_colormap, read_image, read_index_mask, save_index_png, overlay, _check_number, _check_output_dir,
+                             _check_output_file, _check_classes, build_dataset, register_dataset, make_voc_fixture,
                              make_folder_fixture, _train_aug_ids, _make_sbd_fixture, _make_cityscapes_fixture, _read_split,
                              _check_mask_values)
 
@@ -133,28 +133,28 @@ def fails(fn, contains, exc=Exception):
 
 
 def test_check_number_cases():
-    assert check_number('lr', 1, 0, low_open=True) == 1.0 and type(check_number('lr', 1)) is float  # an int is a number too
-    fails(lambda: check_number('crop_size', 129.0, 1, integer=True), 'crop_size=129.0 is not an integer')
-    fails(lambda: check_number('lr', '0.1'), "lr='0.1' is not a number")
-    fails(lambda: check_number('lr', float('inf')), 'lr=inf is not a finite number')
-    fails(lambda: check_number('steps', np.bool_(True), 1, integer=True), 'is not an integer')
+    assert _check_number('lr', 1, 0, low_open=True) == 1.0 and type(_check_number('lr', 1)) is float  # an int is a number too
+    fails(lambda: _check_number('crop_size', 129.0, 1, integer=True), 'crop_size=129.0 is not an integer')
+    fails(lambda: _check_number('lr', '0.1'), "lr='0.1' is not a number")
+    fails(lambda: _check_number('lr', float('inf')), 'lr=inf is not a finite number')
+    fails(lambda: _check_number('steps', np.bool_(True), 1, integer=True), 'is not an integer')
 
 
 def test_check_output_paths(tmp_path):
     "A folder to be created is fine; a file where a folder must be, or a folder where a file must be, is refused before any work."
     (tmp_path/'a_file').write_text('x')
-    assert check_output_dir(tmp_path/'new'/'deeper') == tmp_path/'new'/'deeper'
-    assert check_output_file(tmp_path/'new'/'r.json') == tmp_path/'new'/'r.json'
-    fails(lambda: check_output_dir(tmp_path/'a_file', '--output_dir'), 'a_file is an existing file, not a folder: choose another --output_dir')
-    fails(lambda: check_output_file(tmp_path/'a_file'/'x.json', '--output'), 'a_file is an existing file, not a folder')
-    fails(lambda: check_output_file(tmp_path, '--output'), 'is a folder: give a file name')
+    assert _check_output_dir(tmp_path/'new'/'deeper') == tmp_path/'new'/'deeper'
+    assert _check_output_file(tmp_path/'new'/'r.json') == tmp_path/'new'/'r.json'
+    fails(lambda: _check_output_dir(tmp_path/'a_file', '--output_dir'), 'a_file is an existing file, not a folder: choose another --output_dir')
+    fails(lambda: _check_output_file(tmp_path/'a_file'/'x.json', '--output'), 'a_file is an existing file, not a folder')
+    fails(lambda: _check_output_file(tmp_path, '--output'), 'is a folder: give a file name')
 
 
 def test_check_classes_and_mask_values():
-    fails(lambda: check_classes(['a', 'a']), "classes name ['a'] more than once")
-    fails(lambda: check_classes([0, 1]), 'classes must be non-empty strings')
-    fails(lambda: check_classes([]), '0 classes: need 1..255')
-    fails(lambda: check_classes(None), 'is not a list of names')
+    fails(lambda: _check_classes(['a', 'a']), "classes name ['a'] more than once")
+    fails(lambda: _check_classes([0, 1]), 'classes must be non-empty strings')
+    fails(lambda: _check_classes([]), '0 classes: need 1..255')
+    fails(lambda: _check_classes(None), 'is not a list of names')
     fails(lambda: _check_mask_values(np.array([[-1, 300]]), 21), '[-1, 300]')
     _check_mask_values(np.zeros((0, 0), np.uint8), 1)  # an empty mask has no bad value
 
