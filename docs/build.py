@@ -160,7 +160,7 @@ def _published_page():
 
 def _chapter_links(text, pages):
     "A chapter named in code style in the text (`01_atrous`) links to its page."
-    return re.sub(r'(?<!\[)`(\d\d_\w+)`(?!\])',
+    return re.sub(r'(?<!\[)`(\d\d[a-z]?_\w+)`(?!\])',
                   lambda m: f'[`{m.group(1)}`]({m.group(1)}.ipynb)' if m.group(1) in pages.values() else m.group(0), text)
 
 
