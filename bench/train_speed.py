@@ -3,8 +3,11 @@
 Compares, on this machine and in this process, the recipe as it was (NCHW, images decoded from PNG on every step)
 with the current defaults (channels-last, decoded images kept in memory), then bf16 autocast, then how to use two
 cores: one run on two threads, or two single-thread runs side by side. The variants are interleaved (A B A B ...)
-so that a change in machine load hits them alike; each figure is the median over the repeats. Run it on an idle
-machine: `python bench/train_speed.py [--out data/results/train_speed.json]`.
+so that a change in machine load hits them alike; each figure is the median over the repeats. It then splits the
+current step into its phases (data, forward, loss, backward, optimiser) and times the ways of going faster that were
+tried and not kept: a DataLoader worker process, `torch.compile` (after its compilation), and two data-parallel
+processes of one thread each (DDP over gloo, batch norm synchronised so that the arithmetic stays the batch-8 one).
+Run it on an idle machine: `python bench/train_speed.py [--out data/results/train_speed.json]`.
 """
 import argparse, json, multiprocessing as mp, os, platform, statistics, tempfile, time
 import torch
@@ -23,6 +26,42 @@ def seconds_per_step(trainer, steps):
     for _ in range(steps): trainer.step()
     return (time.perf_counter() - start) / steps
 
+def phases(trainer, steps):
+    "Median milliseconds per step of each phase of `Trainer.step` (the same calls, timed one by one)."
+    rows = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        images, masks = trainer._next_batch()
+        images = images.contiguous(memory_format=torch.channels_last)
+        t1 = time.perf_counter(); logits = trainer.model(images)
+        t2 = time.perf_counter(); loss = trainer.loss(logits, masks)
+        t3 = time.perf_counter(); trainer.optimizer.zero_grad(set_to_none=True); loss.backward()
+        t4 = time.perf_counter(); trainer.optimizer.step(); trainer.scheduler.step(); trainer.step_count += 1; loss.item()
+        t5 = time.perf_counter()
+        rows.append([t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4])
+    return {name: 1000 * statistics.median(r[i] for r in rows)
+            for i, name in enumerate(('data', 'forward', 'loss', 'backward', 'optimiser'))}
+
+def _ddp_run(rank, steps, warmup, port, out):
+    "Worker of the data-parallel measurement: rank `rank` of 2 single-thread processes (gloo), seconds per step."
+    os.environ.update(RANK=str(rank), WORLD_SIZE='2', LOCAL_RANK=str(rank), MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as d:
+        trainer = Trainer(TrainConfig(run_dir=d, val_split=None, steps=steps + warmup), progress=False)
+        seconds_per_step(trainer, warmup)
+        torch.distributed.barrier()
+        out[rank] = seconds_per_step(trainer, steps)
+        torch.distributed.destroy_process_group()
+
+def data_parallel(steps, warmup):
+    "Seconds per step of one run split over two single-thread processes (the batch of 8 as 2 x 4, synchronised BN)."
+    with mp.Manager() as manager:
+        out = manager.dict()
+        procs = [mp.get_context('spawn').Process(target=_ddp_run, args=(r, steps, warmup, 29500 + os.getpid() % 1000, out)) for r in (0, 1)]
+        for p in procs: p.start()
+        for p in procs: p.join()
+        return max(out.values())
+
 def _single_thread_run(args):
     "Worker of the side-by-side measurement: one single-thread run, seconds per step."
     steps, warmup = args
@@ -32,7 +71,7 @@ def _single_thread_run(args):
         seconds_per_step(trainer, warmup)
         return seconds_per_step(trainer, steps)
 
-def main(steps=40, warmup=5, repeats=5, out=None):
+def main(steps=40, warmup=5, repeats=5, out=None, compile=True):
     torch.set_num_threads(2)
     results, rows = {}, {}
     with tempfile.TemporaryDirectory() as d:
@@ -41,19 +80,40 @@ def main(steps=40, warmup=5, repeats=5, out=None):
         for trainer in trainers.values(): seconds_per_step(trainer, warmup)
         for _ in range(repeats):
             for name, trainer in trainers.items(): rows.setdefault(name, []).append(seconds_per_step(trainer, steps))
+        split = phases(trainers['now (channels-last, in memory)'], steps * repeats)
     for name, times in rows.items(): results[name] = statistics.median(times)
+    # the ways tried and not kept, each against the current defaults in the same interleaved way
+    tried = {'a DataLoader worker process': dict(workers=1)}
+    with tempfile.TemporaryDirectory() as d:
+        trainers = {'now': Trainer(TrainConfig(run_dir=f'{d}/now', val_split=None, steps=10_000), progress=False)}
+        trainers.update({name: Trainer(TrainConfig(run_dir=f'{d}/{i}', val_split=None, steps=10_000, **changes), progress=False)
+                         for i, (name, changes) in enumerate(tried.items())})
+        if compile:
+            trainers['torch.compile (inductor)'] = Trainer(TrainConfig(run_dir=f'{d}/compiled', val_split=None, steps=10_000), progress=False)
+            trainers['torch.compile (inductor)'].model = torch.compile(trainers['torch.compile (inductor)'].model)
+        for trainer in trainers.values(): seconds_per_step(trainer, warmup)  # compiles the compiled one
+        alt_rows = {}
+        for _ in range(repeats):
+            for name, trainer in trainers.items(): alt_rows.setdefault(name, []).append(seconds_per_step(trainer, steps))
+    alternatives = {name: statistics.median(times) / statistics.median(alt_rows['now']) for name, times in alt_rows.items() if name != 'now'}
+    ddp = data_parallel(steps, warmup)
     # two cores: one run on 2 threads (measured above, 'now') vs two 1-thread runs at once (total steps/s)
     with mp.get_context('spawn').Pool(2) as pool: pair = pool.map(_single_thread_run, [(steps * 2, warmup)] * 2)
     base = results['before (NCHW, decode every step)']
     print(f"{'variant (2 threads)':<36}{'s/step':>9}{'steps/s':>9}{'vs before':>11}")
     for name, s in results.items(): print(f'{name:<36}{s:>9.4f}{1 / s:>9.2f}{base / s:>10.2f}x')
     now = results['now (channels-last, in memory)']
+    print('phases of one step now (ms): ' + ', '.join(f'{k} {v:.1f}' for k, v in split.items()) + f' (sum {sum(split.values()):.1f})')
+    ddp_ratio = ddp / now
+    for name, ratio in {**alternatives, 'two processes x 1 thread (DDP, gloo)': ddp_ratio}.items():
+        print(f'tried: {name:<40} {ratio:.2f}x the time of a step now')
     print(f"two single-thread runs side by side: {pair[0]:.4f} and {pair[1]:.4f} s/step each, "
           f"{1 / pair[0] + 1 / pair[1]:.2f} steps/s together vs {1 / now:.2f} for one 2-thread run "
           f"({(1 / pair[0] + 1 / pair[1]) * now:.2f}x)")
     record = dict(seconds_per_step=results, side_by_side_single_thread=pair, steps=steps, repeats=repeats,
                   speedup=base / now, two_runs_vs_one=(1 / pair[0] + 1 / pair[1]) * now,
-                  bf16_vs_fp32=now / results['now + bf16 autocast'],
+                  bf16_vs_fp32=now / results['now + bf16 autocast'], phases_ms=split,
+                  tried_time_vs_now={**alternatives, 'two processes x 1 thread (DDP, gloo)': ddp_ratio},
                   torch=torch.__version__, deeplab_nb=deeplab_nb.__version__, cpu=platform.processor() or platform.machine(),
                   cpu_model=_cpu_model(), cores=os.cpu_count(), load_before=os.getloadavg()[0])
     if out: open(out, 'w').write(json.dumps(record, indent=1) + '\n'); print('written', out)
@@ -63,5 +123,6 @@ if __name__ == '__main__':
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--steps', type=int, default=40); parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--out', default=None)
+    parser.add_argument('--no-compile', action='store_true', help='skip torch.compile (its compilation takes minutes)')
     args = parser.parse_args()
-    main(args.steps, repeats=args.repeats, out=args.out)
+    main(args.steps, repeats=args.repeats, out=args.out, compile=not args.no_compile)

@@ -73,7 +73,7 @@ def _loss_sum_and_count(logits:torch.Tensor,  # (N, C, h, w) class scores, any h
         raise ValueError(f"logits must be (N, C, h, w) and target (N, H, W); got {tuple(logits.shape)} and {tuple(target.shape)}")
     if not upsample_logits and logits.shape[-2:] != target.shape[-2:]: target = resize_mask(target, logits.shape[-2:])
     valid = target != ignore_index
-    if bool(((target < 0) | (target >= logits.shape[1]))[valid].any()):
+    if bool((valid & ((target < 0) | (target >= logits.shape[1]))).any()):  # a mask, not an index: no copy of the pixels
         raise ValueError(f"labels outside 0..{logits.shape[1] - 1} (other than the void label {ignore_index}): "
                          f"found {sorted(target[valid].unique().tolist())}; check num_classes or the dataset's label mapping")
     if logits.shape[-2:] != target.shape[-2:]:
