@@ -53,6 +53,11 @@ def test_no_import_cycle():
     assert cycle is None, f"import cycle: {' -> '.join(cycle)}"
 
 
+def cell_sources(path:Path, kind:str='code') -> list:
+    "The sources of a notebook's cells of one kind ('code' or 'markdown'), in order."
+    return [''.join(c['source']) for c in json.loads(path.read_text())['cells'] if c['cell_type'] == kind]
+
+
 def chapter_key(path:Path):
     number, letter = re.match(r'(\d+)([a-z]?)_', path.name).groups()
     return int(number), letter
@@ -61,7 +66,7 @@ def chapter_key(path:Path):
 def test_chapters_use_only_earlier_chapters():
     "Each numbered notebook imports (in any code cell, hidden ones included) only modules exported by itself or earlier notebooks."
     chapters = sorted((p for p in (ROOT / 'nbs').glob('*.ipynb') if re.match(r'\d+[a-z]?_', p.name)), key=chapter_key)
-    cells = {p: [''.join(c['source']) for c in json.loads(p.read_text())['cells'] if c['cell_type'] == 'code'] for p in chapters}
+    cells = {p: cell_sources(p) for p in chapters}
     exported_by = {}
     for p in chapters:
         for source in cells[p]:
@@ -81,12 +86,12 @@ def test_each_idea_of_the_paper_has_one_chapter_and_one_definition():
     """The index's table "Where each idea of the paper lives": every row names a chapter and a `deeplab_nb.module.name`
     that exists, belongs to the module that chapter exports (`#|default_exp`), and is defined there, not imported."""
     import importlib
-    index = '\n'.join(''.join(c['source']) for c in json.loads((ROOT / 'nbs' / 'index.ipynb').read_text())['cells'] if c['cell_type'] == 'markdown')
+    index = '\n'.join(cell_sources(ROOT / 'nbs' / 'index.ipynb', 'markdown'))
     section = index.split('## Where each idea of the paper lives', 1)[1].split('\n## ', 1)[0]
     rows = re.findall(r'^\|[^|]+\|[^|]+\| \[\w+\]\((\w+)\.ipynb\) \| `deeplab_nb\.(\w+)\.(\w+)` \|$', section, re.M)
     assert len(rows) >= 15 and len(rows) == section.count('\n| ') - 1, 'a row of the table does not parse'  # minus the header
     for chapter, module, name in rows:
-        code = '\n'.join(''.join(c['source']) for c in json.loads((ROOT / 'nbs' / f'{chapter}.ipynb').read_text())['cells'] if c['cell_type'] == 'code')
+        code = '\n'.join(cell_sources(ROOT / 'nbs' / f'{chapter}.ipynb'))
         assert re.search(rf'^#\|\s*default_exp\s+{module}$', code, re.M), f'{chapter} does not export deeplab_nb.{module}'
         mod = importlib.import_module(f'deeplab_nb.{module}')
         assert name in mod.__all__, f'deeplab_nb.{module}.{name} is not a public name of its module'
