@@ -468,6 +468,8 @@ def ledger_table(ledger:dict) -> str:
         ours = '-' if c['mean'] is None else f"{c['mean']:+.2f}" + ('' if c['ci95'] is None else f" [{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]")
         paper = 'n/a' if c['paper'] is None else f"{c['paper']:+.2f}" + (' (=)' if c['direction'] == '=' else '')
         shown = c['verdict'] + (f" (could detect {c['detectable']:.1f})" if 'detectable' in c else '')
+        if c['n'] == 0: shown = 'no runs yet'
+        elif c['n'] < len(ledger['protocol']['seeds']): shown += f", provisional ({c['n']} of {len(ledger['protocol']['seeds'])} seeds)"
         rows.append((c['id'], c['source'], paper, ours, str(c['n']), shown))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return '\n'.join('  '.join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
