@@ -26,6 +26,20 @@ def seconds_per_step(trainer, steps):
     for _ in range(steps): trainer.step()
     return (time.perf_counter() - start) / steps
 
+def interleaved(variants, folder, steps, warmup, repeats):
+    """({name: median seconds per step}, {name: trainer}) of `variants` (name -> TrainConfig changes; `compiled=True`:
+    the model under torch.compile), timed in turn (A B A B ...) after `warmup` steps each (which compile)."""
+    trainers = {}
+    for i, (name, changes) in enumerate(variants.items()):
+        changes = dict(changes); compiled = changes.pop('compiled', False)
+        trainers[name] = Trainer(TrainConfig(run_dir=f'{folder}/{i}', val_split=None, steps=10_000, **changes), progress=False)
+        if compiled: trainers[name].model = torch.compile(trainers[name].model)
+    for trainer in trainers.values(): seconds_per_step(trainer, warmup)
+    rows = {}
+    for _ in range(repeats):
+        for name, trainer in trainers.items(): rows.setdefault(name, []).append(seconds_per_step(trainer, steps))
+    return {name: statistics.median(times) for name, times in rows.items()}, trainers
+
 def phases(trainer, steps):
     "Median milliseconds per step of each phase of `Trainer.step` (the same calls, timed one by one)."
     rows = []
@@ -73,47 +87,30 @@ def _single_thread_run(args):
 
 def main(steps=40, warmup=5, repeats=5, out=None, compile=True):
     torch.set_num_threads(2)
-    results, rows = {}, {}
     with tempfile.TemporaryDirectory() as d:
-        trainers = {name: Trainer(TrainConfig(run_dir=f'{d}/{i}', val_split=None, steps=10_000, **changes), progress=False)
-                    for i, (name, changes) in enumerate(VARIANTS.items())}
-        for trainer in trainers.values(): seconds_per_step(trainer, warmup)
-        for _ in range(repeats):
-            for name, trainer in trainers.items(): rows.setdefault(name, []).append(seconds_per_step(trainer, steps))
+        results, trainers = interleaved(VARIANTS, d, steps, warmup, repeats)
         split = phases(trainers['now (channels-last, in memory)'], steps * repeats)
-    for name, times in rows.items(): results[name] = statistics.median(times)
     # the ways tried and not kept, each against the current defaults in the same interleaved way
-    tried = {'a DataLoader worker process': dict(workers=1)}
-    with tempfile.TemporaryDirectory() as d:
-        trainers = {'now': Trainer(TrainConfig(run_dir=f'{d}/now', val_split=None, steps=10_000), progress=False)}
-        trainers.update({name: Trainer(TrainConfig(run_dir=f'{d}/{i}', val_split=None, steps=10_000, **changes), progress=False)
-                         for i, (name, changes) in enumerate(tried.items())})
-        if compile:
-            trainers['torch.compile (inductor)'] = Trainer(TrainConfig(run_dir=f'{d}/compiled', val_split=None, steps=10_000), progress=False)
-            trainers['torch.compile (inductor)'].model = torch.compile(trainers['torch.compile (inductor)'].model)
-        for trainer in trainers.values(): seconds_per_step(trainer, warmup)  # compiles the compiled one
-        alt_rows = {}
-        for _ in range(repeats):
-            for name, trainer in trainers.items(): alt_rows.setdefault(name, []).append(seconds_per_step(trainer, steps))
-    alternatives = {name: statistics.median(times) / statistics.median(alt_rows['now']) for name, times in alt_rows.items() if name != 'now'}
-    ddp = data_parallel(steps, warmup)
+    tried = {'now': {}, 'a DataLoader worker process': dict(workers=1)}
+    if compile: tried['torch.compile (inductor)'] = dict(compiled=True)
+    with tempfile.TemporaryDirectory() as d: times, _ = interleaved(tried, d, steps, warmup, repeats)
+    now = results['now (channels-last, in memory)']
+    alternatives = {name: t / times['now'] for name, t in times.items() if name != 'now'}
+    alternatives['two processes x 1 thread (DDP, gloo)'] = data_parallel(steps, warmup) / now
     # two cores: one run on 2 threads (measured above, 'now') vs two 1-thread runs at once (total steps/s)
     with mp.get_context('spawn').Pool(2) as pool: pair = pool.map(_single_thread_run, [(steps * 2, warmup)] * 2)
     base = results['before (NCHW, decode every step)']
     print(f"{'variant (2 threads)':<36}{'s/step':>9}{'steps/s':>9}{'vs before':>11}")
     for name, s in results.items(): print(f'{name:<36}{s:>9.4f}{1 / s:>9.2f}{base / s:>10.2f}x')
-    now = results['now (channels-last, in memory)']
     print('phases of one step now (ms): ' + ', '.join(f'{k} {v:.1f}' for k, v in split.items()) + f' (sum {sum(split.values()):.1f})')
-    ddp_ratio = ddp / now
-    for name, ratio in {**alternatives, 'two processes x 1 thread (DDP, gloo)': ddp_ratio}.items():
-        print(f'tried: {name:<40} {ratio:.2f}x the time of a step now')
+    for name, ratio in alternatives.items(): print(f'tried: {name:<40} {ratio:.2f}x the time of a step now')
     print(f"two single-thread runs side by side: {pair[0]:.4f} and {pair[1]:.4f} s/step each, "
           f"{1 / pair[0] + 1 / pair[1]:.2f} steps/s together vs {1 / now:.2f} for one 2-thread run "
           f"({(1 / pair[0] + 1 / pair[1]) * now:.2f}x)")
     record = dict(seconds_per_step=results, side_by_side_single_thread=pair, steps=steps, repeats=repeats,
                   speedup=base / now, two_runs_vs_one=(1 / pair[0] + 1 / pair[1]) * now,
                   bf16_vs_fp32=now / results['now + bf16 autocast'], phases_ms=split,
-                  tried_time_vs_now={**alternatives, 'two processes x 1 thread (DDP, gloo)': ddp_ratio},
+                  tried_time_vs_now=alternatives,
                   torch=torch.__version__, deeplab_nb=deeplab_nb.__version__, cpu=platform.processor() or platform.machine(),
                   cpu_model=_cpu_model(), cores=os.cpu_count(), load_before=os.getloadavg()[0])
     if out: open(out, 'w').write(json.dumps(record, indent=1) + '\n'); print('written', out)
