@@ -107,7 +107,7 @@ class TrainConfig:
     device: str = 'auto'        # auto (CUDA when present), cpu, cuda, cuda:1, ...
     amp: str = 'auto'           # mixed precision: auto (bf16 on a GPU that has it), bf16, fp16, off
     channels_last: bool = True  # NHWC memory format: the same arithmetic, faster on CPUs and GPUs (measured in chapter 14d)
-    workers: int = 0            # DataLoader worker processes (the same batches for any number)
+    workers: int = 0            # DataLoader worker processes (the same images, scales, crops and flips for any number)
     cache_data: bool = None     # keep the decoded training images in memory (the same batches); None: for the bundled dataset only
     eval_every: int = 500       # validation mIOU every this many steps (0: only at the end)
     eval_crop_size: int = None  # validation pads every image to this size (official: 513); None: the smallest k*output_stride+1 holding it
