@@ -390,12 +390,16 @@ def _verdict(direction:str, ci) -> str:
     return 'not resolved'
 
 # %% ../nbs/16_experiments.ipynb #76d8b0c2
-def _evaluate_claim(claim:dict, records:dict, seeds=_SEEDS) -> dict:
-    "A claim of CLAIMS measured on the records: one paired difference per seed that has all its runs, mean, interval, verdict."
+def _recorded_seeds(records:dict) -> list:
+    "Every pairing seed with at least one record: the planned _SEEDS and any added later (`deeplab_nb_study --seeds 5,6`)."
+    return sorted({int(rid.rsplit('-seed', 1)[1]) for rid in records})
+
+def _evaluate_claim(claim:dict, records:dict, seeds=None) -> dict:
+    "A claim of CLAIMS measured on the records: one paired difference per seed (default: every recorded seed) that has all its runs."
     from scipy import stats
     roles = [role for role in 'abcd' if claim[role] is not None]
     values, pairs = [], []
-    for seed in seeds:
+    for seed in (_recorded_seeds(records) if seeds is None else seeds):
         ids = {role: _run_id(claim[role][0], seed) for role in roles}
         if not all(rid in records for rid in ids.values()): continue
         get = {role: 100 * _lookup(records[ids[role]], claim[role][1]) for role in roles}
@@ -410,9 +414,9 @@ def _evaluate_claim(claim:dict, records:dict, seeds=_SEEDS) -> dict:
         result['detectable'] = float((stats.t.ppf((1 + _CONFIDENCE) / 2, dof) + stats.t.ppf(_POWER, dof)) * se)
     return result
 
-def _convergence(records:dict, seeds=_SEEDS) -> dict:
+def _convergence(records:dict) -> dict:
     "The convergence check: the baseline's runs of N and of 2N steps, and the mean mIOU gain (points) of doubling N."
-    both = [seed for seed in seeds if _run_id('baseline', seed) in records and _run_id('long', seed) in records]
+    both = [seed for seed in _recorded_seeds(records) if _run_id('baseline', seed) in records and _run_id('long', seed) in records]
     gains = [100 * (records[_run_id('long', s)]['miou'] - records[_run_id('baseline', s)]['miou']) for s in both]
     mean, ci, _ = _interval(gains)
     return dict(runs_n=[_run_id('baseline', s) for s in both], runs_2n=[_run_id('long', s) for s in both],
@@ -422,7 +426,7 @@ def compute_claims(records=None) -> dict:
     "The claims ledger (`data/results/claims.json`), computed from the run records alone."
     records = load_records(records)
     return _plain(dict(
-        protocol=dict(steps=_STUDY_STEPS, seeds=list(_SEEDS), model=_STUDY_DEFAULTS['model'], runs=len(records),
+        protocol=dict(steps=_STUDY_STEPS, seeds=list(_SEEDS), seeds_recorded=_recorded_seeds(records), model=_STUDY_DEFAULTS['model'], runs=len(records),
                       confidence=f'{_CONFIDENCE:.0%} two-sided t interval over the paired per-seed differences (mIOU points, b - a)',
                       equivalence=f"'=' claims: reproduced when the interval lies within +-{_EQUIVALENCE} point",
                       convergence=_convergence(records)),
