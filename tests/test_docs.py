@@ -219,6 +219,27 @@ def test_widgets_have_a_static_figure():
     assert not bare, f'widgets without a static figure in their cell: {bare}'
 
 
+# The reading column is >= 1,000 px at a 1,440-px window (test_as_a_learner_reads_it). A figure shows at its
+# notebook width (`image/png` metadata: figsize width x 100 px); a wider one is shrunk to the column, and its text
+# with it. So a figure is at most 10 inches wide: many panels go in two rows rather than one long row.
+READING_COLUMN_PX = 1000
+
+
+def test_figures_fit_the_reading_column():
+    "Every image/png output of every notebook is at most READING_COLUMN_PX wide (checked without building the site)."
+    import base64, struct
+    wide = []
+    for p in sorted((ROOT/'nbs').glob('*.ipynb')):
+        for i, c in enumerate(_source_notebook(p.stem)['cells']):
+            for o in c.get('outputs', []):
+                if 'image/png' not in o.get('data', {}): continue
+                width = o.get('metadata', {}).get('image/png', {}).get('width')
+                if width is None:  # no metadata: the browser shows the PNG at its own pixel width (IHDR bytes 16-19)
+                    width = struct.unpack('>I', base64.b64decode(o['data']['image/png'])[16:20])[0]
+                if width > READING_COLUMN_PX: wide.append(f'{p.stem} cell {i}: {width} px')
+    assert not wide, f'figures wider than the {READING_COLUMN_PX}-px reading column (use figsize width <= 10): {wide}'
+
+
 READER_JS = r"""() => {
   const art = document.querySelector('article.bd-article');
   const cells = [...art.querySelectorAll('div.cell_input pre')];
