@@ -62,7 +62,7 @@ STUDY = {  # configuration -> what it changes from _STUDY_DEFAULTS (nested dicts
     'separable': dict(model_kwargs=dict(separable=True)),  # Table 5 'SC': atrous separable convs in ASPP and decoder
     'no_image_pooling': dict(model_kwargs=dict(image_pooling=False)),  # Table 7: ASPP without image-level features
     'downsampled_labels': dict(train=dict(upsample_logits=False)),  # section 4: labels downsampled, not logits upsampled
-    'resnet': dict(model='deeplabv3plus_resnet_small'),  # the other CPU backbone, same head
+    'resnet': dict(model='deeplabv3plus_resnet_tiny'),  # ResNet-101 at 1/8 width: the tiny Xception's counterpart, same head
     'bf16': dict(train=dict(amp='bf16')),  # bf16 autocast: does it reach float32's mIOU? (our question, not the paper's)
     'long': dict(train=dict(steps=2 * _STUDY_STEPS)),  # the convergence check: the baseline trained for 2N steps
 }
@@ -346,7 +346,7 @@ CLAIMS = [  # paper: b - a in mIOU points (Tables 1-3: ResNet-101 on VOC val; Ta
            1.2, '+', ('downsampled_labels', _M), ('baseline', _M)),
     _claim('trimap', 'Fig. 5a', "The decoder's gain is larger in the narrowest trimap band than on the whole image",
            round(4.8 - (78.85 - 77.21), 2), '+', ('no_decoder', 'trimap.miou.0'), ('baseline', 'trimap.miou.0'), ('no_decoder', _M), ('baseline', _M)),
-    _claim('xception_vs_resnet', 'Tables 3, 5', 'The Xception backbone beats the ResNet one (ours: the two CPU backbones)',
+    _claim('xception_vs_resnet', 'Tables 3, 5', 'The Xception backbone beats the ResNet one (ours: Xception-65 and ResNet-101 at 1/8 width)',
            round(79.93 - 78.85, 2), '+', ('resnet', _M), ('baseline', _M)),
     _claim('bf16', 'ours', 'Training under bf16 autocast reaches float32 mIOU (not a claim of the paper: our CPU recipe)',
            0.0, '=', ('baseline', _M), ('bf16', _M)),
@@ -354,6 +354,7 @@ CLAIMS = [  # paper: b - a in mIOU points (Tables 1-3: ResNet-101 on VOC val; Ta
 
 # %% ../nbs/16_experiments.ipynb #afb867ec
 _CONFIDENCE = 0.95  # two-sided, t distribution over the paired differences
+_VERDICTS = ('reproduced', 'contradicted', 'not resolved', 'not run')  # the ledger's verdicts, in the order they are counted
 _EQUIVALENCE = 1.0  # '=' claims: reproduced when the whole interval lies within +-_EQUIVALENCE mIOU points
 _POWER = 0.8  # the smallest detectable effect is quoted at this power
 
@@ -408,7 +409,7 @@ def _evaluate_claim(claim:dict, records:dict, seeds=None) -> dict:
     mean, ci, se = _interval(values)
     result = dict(id=claim['id'], source=claim['source'], statement=claim['statement'], paper=claim['paper'],
                   direction=claim['direction'], values=values, pairs=pairs, mean=mean, ci95=ci, n=len(values),
-                  verdict=_verdict(claim['direction'], ci))
+                  verdict=_verdict(claim['direction'], ci) if values else 'not run')
     if result['verdict'] == 'not resolved' and se is not None:  # the effect these seeds would find 80% of the time
         dof = len(values) - 1
         result['detectable'] = float((stats.t.ppf((1 + _CONFIDENCE) / 2, dof) + stats.t.ppf(_POWER, dof)) * se)
@@ -461,7 +462,7 @@ def study_cli(names:str=None,  # comma-separated configurations (default: all of
         if not ledger: run_study(names, seeds, jobs, threads)
         claims = write_claims()
         print(f"claims ledger: {_CLAIMS_PATH} ({claims['protocol']['runs']} runs recorded; "
-              + ', '.join(f"{sum(c['verdict'] == v for c in claims['claims'])} {v}" for v in ('reproduced', 'contradicted', 'not resolved')) + ')')
+              + ', '.join(f"{sum(c['verdict'] == v for c in claims['claims'])} {v}" for v in _VERDICTS) + ')')
     except ValueError as e: sys.exit(f'deeplab_nb_study: error: {e}')
 
 # %% ../nbs/16_experiments.ipynb #80a2b368
@@ -472,8 +473,7 @@ def ledger_table(ledger:dict) -> str:
         ours = '-' if c['mean'] is None else f"{c['mean']:+.2f}" + ('' if c['ci95'] is None else f" [{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]")
         paper = 'n/a' if c['paper'] is None else f"{c['paper']:+.2f}" + (' (=)' if c['direction'] == '=' else '')
         shown = c['verdict'] + (f" (could detect {c['detectable']:.1f})" if 'detectable' in c else '')
-        if c['n'] == 0: shown = 'no runs yet'
-        elif c['n'] < len(ledger['protocol']['seeds']): shown += f", provisional ({c['n']} of {len(ledger['protocol']['seeds'])} seeds)"
+        if 0 < c['n'] < len(ledger['protocol']['seeds']): shown += f", provisional ({c['n']} of {len(ledger['protocol']['seeds'])} seeds)"
         rows.append((c['id'], c['source'], paper, ours, str(c['n']), shown))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return '\n'.join('  '.join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)

@@ -6,8 +6,8 @@
 __all__ = ['BACKBONES', 'MODELS', 'deeplabv3_resnet101', 'deeplabv3plus_resnet101', 'deeplabv3_resnet50',
            'deeplabv3plus_resnet50', 'deeplabv3_xception65', 'deeplabv3plus_xception65', 'deeplabv3plus_xception65_sc',
            'deeplabv3plus_xception71', 'deeplabv3plus_xception41', 'deeplabv3_xception_tiny',
-           'deeplabv3plus_xception_tiny', 'deeplabv3_resnet_small', 'deeplabv3plus_resnet_small', 'DeepLab', 'deeplab',
-           'build_model']
+           'deeplabv3plus_xception_tiny', 'deeplabv3_resnet_small', 'deeplabv3plus_resnet_small',
+           'deeplabv3_resnet_tiny', 'deeplabv3plus_resnet_tiny', 'DeepLab', 'deeplab', 'build_model']
 
 # %% ../nbs/07_model.ipynb #22e1922b
 import inspect
@@ -103,6 +103,7 @@ from . import resnet, xception
 # %% ../nbs/07_model.ipynb #fb938e96
 BACKBONES = {  # name -> constructor: the backbones of chapters 03 and 04, registered here only
     'resnet50': resnet.resnet50, 'resnet101': resnet.resnet101, 'resnet_small': resnet.resnet_small,
+    'resnet_tiny': resnet.resnet_tiny,
     'xception41': xception.xception41, 'xception65': xception.xception65, 'xception71': xception.xception71,
     'xception_tiny': xception.xception_tiny,
 }
@@ -144,6 +145,8 @@ _MODEL_CONFIGS = {  # name -> (backbone, DeepLab arguments): the paper's configu
     'deeplabv3plus_xception_tiny': ('xception_tiny', _SMALL_HEAD),
     'deeplabv3_resnet_small': ('resnet_small', dict(decoder=False, aspp_channels=64)),
     'deeplabv3plus_resnet_small': ('resnet_small', _SMALL_HEAD),
+    'deeplabv3_resnet_tiny': ('resnet_tiny', dict(decoder=False, aspp_channels=64)),  # the tiny Xception's ResNet counterpart
+    'deeplabv3plus_resnet_tiny': ('resnet_tiny', _SMALL_HEAD),
 }
 
 # %% ../nbs/07_model.ipynb #b14f9085
@@ -174,6 +177,8 @@ deeplabv3_xception_tiny = MODELS['deeplabv3_xception_tiny']
 deeplabv3plus_xception_tiny = MODELS['deeplabv3plus_xception_tiny']
 deeplabv3_resnet_small = MODELS['deeplabv3_resnet_small']
 deeplabv3plus_resnet_small = MODELS['deeplabv3plus_resnet_small']
+deeplabv3_resnet_tiny = MODELS['deeplabv3_resnet_tiny']
+deeplabv3plus_resnet_tiny = MODELS['deeplabv3plus_resnet_tiny']
 
 # %% ../nbs/07_model.ipynb #2c0341c7
 def build_model(name:str,  # a key of MODELS, e.g. 'deeplabv3plus_xception65'
