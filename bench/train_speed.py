@@ -41,7 +41,7 @@ def interleaved(variants, folder, steps, warmup, repeats):
     return {name: statistics.median(times) for name, times in rows.items()}, trainers
 
 def phases(trainer, steps):
-    "Median milliseconds per step of each phase of `Trainer.step` (the same calls, timed one by one)."
+    "({phase: median milliseconds}, median milliseconds of the whole step) over `steps` steps of `Trainer.step`'s calls, timed one by one."
     rows = []
     for _ in range(steps):
         t0 = time.perf_counter()
@@ -53,8 +53,8 @@ def phases(trainer, steps):
         t4 = time.perf_counter(); trainer.optimizer.step(); trainer.scheduler.step(); trainer.step_count += 1; loss.item()
         t5 = time.perf_counter()
         rows.append([t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4])
-    return {name: 1000 * statistics.median(r[i] for r in rows)
-            for i, name in enumerate(('data', 'forward', 'loss', 'backward', 'optimiser'))}
+    split = {name: 1000 * statistics.median(r[i] for r in rows) for i, name in enumerate(('data', 'forward', 'loss', 'backward', 'optimiser'))}
+    return split, 1000 * statistics.median(sum(r) for r in rows)
 
 def _ddp_run(rank, steps, warmup, port, out):
     "Worker of the data-parallel measurement: rank `rank` of 2 single-thread processes (gloo), seconds per step."
@@ -86,10 +86,11 @@ def _single_thread_run(args):
         return seconds_per_step(trainer, steps)
 
 def main(steps=40, warmup=5, repeats=5, out=None, compile=True):
+    load_before = os.getloadavg()  # 1, 5 and 15 minutes, before any work: the benchmark itself keeps both cores busy
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as d:
         results, trainers = interleaved(VARIANTS, d, steps, warmup, repeats)
-        split = phases(trainers['now (channels-last, in memory)'], steps * repeats)
+        split, phase_step = phases(trainers['now (channels-last, in memory)'], steps * repeats)
     # the ways tried and not kept, each against the current defaults in the same interleaved way
     tried = {'now': {}, 'a DataLoader worker process': dict(workers=1)}
     if compile: tried['torch.compile (inductor)'] = dict(compiled=True)
@@ -102,17 +103,17 @@ def main(steps=40, warmup=5, repeats=5, out=None, compile=True):
     base = results['before (NCHW, decode every step)']
     print(f"{'variant (2 threads)':<36}{'s/step':>9}{'steps/s':>9}{'vs before':>11}")
     for name, s in results.items(): print(f'{name:<36}{s:>9.4f}{1 / s:>9.2f}{base / s:>10.2f}x')
-    print('phases of one step now (ms): ' + ', '.join(f'{k} {v:.1f}' for k, v in split.items()) + f' (sum {sum(split.values()):.1f})')
+    print('phases of one step now (ms): ' + ', '.join(f'{k} {v:.1f}' for k, v in split.items()) + f' (sum {sum(split.values()):.1f}; whole step in the same loop {phase_step:.1f})')
     for name, ratio in alternatives.items(): print(f'tried: {name:<40} {ratio:.2f}x the time of a step now')
     print(f"two single-thread runs side by side: {pair[0]:.4f} and {pair[1]:.4f} s/step each, "
           f"{1 / pair[0] + 1 / pair[1]:.2f} steps/s together vs {1 / now:.2f} for one 2-thread run "
           f"({(1 / pair[0] + 1 / pair[1]) * now:.2f}x)")
     record = dict(seconds_per_step=results, side_by_side_single_thread=pair, steps=steps, repeats=repeats,
                   speedup=base / now, two_runs_vs_one=(1 / pair[0] + 1 / pair[1]) * now,
-                  bf16_vs_fp32=now / results['now + bf16 autocast'], phases_ms=split,
+                  bf16_vs_fp32=now / results['now + bf16 autocast'], phases_ms=split, phases_step_ms=phase_step,
                   tried_time_vs_now=alternatives,
                   torch=torch.__version__, deeplab_nb=deeplab_nb.__version__, cpu=platform.processor() or platform.machine(),
-                  cpu_model=_cpu_model(), cores=os.cpu_count(), load_before=os.getloadavg()[0])
+                  cpu_model=_cpu_model(), cores=os.cpu_count(), load_average_before=load_before, load_average_after=os.getloadavg())
     if out: open(out, 'w').write(json.dumps(record, indent=1) + '\n'); print('written', out)
     return record
 
