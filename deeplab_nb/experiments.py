@@ -378,6 +378,13 @@ def _interval(values, confidence:float=_CONFIDENCE) -> tuple:
     half = stats.t.ppf((1 + confidence) / 2, len(values) - 1) * se
     return float(mean), [float(mean - half), float(mean + half)], float(se)
 
+def _detectable(values) -> float:
+    "The smallest mean difference that `values`' seeds would detect _POWER of the time with the _CONFIDENCE interval (points)."
+    from scipy import stats
+    _, _, se = _interval(values)
+    dof = len(values) - 1
+    return float((stats.t.ppf((1 + _CONFIDENCE) / 2, dof) + stats.t.ppf(_POWER, dof)) * se)
+
 def _verdict(direction:str, ci) -> str:
     "'reproduced', 'contradicted' or 'not resolved' for an interval and the paper's direction ('+', '-' or '=')."
     if ci is None: return 'not resolved'
@@ -397,7 +404,6 @@ def _recorded_seeds(records:dict) -> list:
 
 def _evaluate_claim(claim:dict, records:dict, seeds=None) -> dict:
     "A claim of CLAIMS measured on the records: one paired difference per seed (default: every recorded seed) that has all its runs."
-    from scipy import stats
     roles = [role for role in 'abcd' if claim[role] is not None]
     values, pairs = [], []
     for seed in (_recorded_seeds(records) if seeds is None else seeds):
@@ -410,9 +416,7 @@ def _evaluate_claim(claim:dict, records:dict, seeds=None) -> dict:
     result = dict(id=claim['id'], source=claim['source'], statement=claim['statement'], paper=claim['paper'],
                   direction=claim['direction'], values=values, pairs=pairs, mean=mean, ci95=ci, n=len(values),
                   verdict=_verdict(claim['direction'], ci) if values else 'not run')
-    if result['verdict'] == 'not resolved' and se is not None:  # the effect these seeds would find 80% of the time
-        dof = len(values) - 1
-        result['detectable'] = float((stats.t.ppf((1 + _CONFIDENCE) / 2, dof) + stats.t.ppf(_POWER, dof)) * se)
+    if result['verdict'] == 'not resolved' and se is not None: result['detectable'] = _detectable(values)  # found 80% of the time
     return result
 
 def _convergence(records:dict) -> dict:

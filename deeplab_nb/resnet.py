@@ -167,15 +167,15 @@ STEMS = ('original', 'beta')
 
 def _make_stem(stem:str,              # 'original' (7x7, 64) or 'beta' (3x3 64 s2, 3x3 64, 3x3 128)
               bn_momentum:float=0.1,
-              width:int=64,           # w: the original stem has w filters, the beta stem w, w and 2w
+              stem_width:int=64,      # w: the original stem has w filters, the beta stem w, w and 2w
              ) -> tuple:             # (conv1 module, its output channels); bn1, relu and the max pool follow it
     "The stem's convolutions: torchvision's `conv1`, or the official beta root laid out as timm's 'deep' stem."
-    if not (isinstance(width, int) and width >= 1): raise ValueError(f"stem_width={width!r} must be a positive int, e.g. 64")
-    if stem == 'original': return nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False), width
+    if not (isinstance(stem_width, int) and stem_width >= 1): raise ValueError(f"stem_width={stem_width!r} must be a positive int, e.g. 64")
+    if stem == 'original': return nn.Conv2d(3, stem_width, 7, stride=2, padding=3, bias=False), stem_width
     if stem == 'beta':
-        return nn.Sequential(nn.Conv2d(3, width, 3, stride=2, padding=1, bias=False), _batch_norm(width, bn_momentum), nn.ReLU(inplace=True),
-                             nn.Conv2d(width, width, 3, padding=1, bias=False), _batch_norm(width, bn_momentum), nn.ReLU(inplace=True),
-                             nn.Conv2d(width, 2 * width, 3, padding=1, bias=False)), 2 * width
+        return nn.Sequential(nn.Conv2d(3, stem_width, 3, stride=2, padding=1, bias=False), _batch_norm(stem_width, bn_momentum), nn.ReLU(inplace=True),
+                             nn.Conv2d(stem_width, stem_width, 3, padding=1, bias=False), _batch_norm(stem_width, bn_momentum), nn.ReLU(inplace=True),
+                             nn.Conv2d(stem_width, 2 * stem_width, 3, padding=1, bias=False)), 2 * stem_width
     raise ValueError(f"stem={stem!r} is not known: use 'original' (one 7x7 conv) or 'beta' (three 3x3 convs)")
 
 # %% ../nbs/03_resnet.ipynb #af065fcc

@@ -73,7 +73,8 @@ def test_training_default_runs_for_real():
 def test_one_backbone_registry():
     "BACKBONES is defined once, in deeplab_nb.model, and holds every backbone constructor of chapters 03 and 04."
     from deeplab_nb import resnet, xception
-    assert model.BACKBONES == {'resnet50': resnet.resnet50, 'resnet101': resnet.resnet101, 'resnet_small': resnet.resnet_small, 'resnet_tiny': resnet.resnet_tiny,
+    assert model.BACKBONES == {'resnet50': resnet.resnet50, 'resnet101': resnet.resnet101, 'resnet_small': resnet.resnet_small,
+                               'resnet_tiny': resnet.resnet_tiny,
                                'xception41': xception.xception41, 'xception65': xception.xception65,
                                'xception71': xception.xception71, 'xception_tiny': xception.xception_tiny}
     assert not hasattr(resnet, 'BACKBONES') and not hasattr(xception, 'BACKBONES')
