@@ -589,6 +589,7 @@ def _make_camvid_fixture(root, # folder to create train/, trainannot/, ..., trai
         for name in names:
             image, mask = _fixture_sample(rng, size, labels=tuple(range(12)), colors=colors, band=0, num_objects=6)
             mask[mask == 0] = 3  # road under the objects, as in a street scene
+            mask[:max(1, size[0] // 12), : size[1] // 3] = _CAMVID_UNLABELLED  # a region nobody labelled
             Image.fromarray(image).save(root/split/name)
             Image.fromarray(mask, mode='L').save(root/f'{split}annot'/name)
         (root/f'{split}.txt').write_text(''.join(f'/SegNet/CamVid/{split}/{n} /SegNet/CamVid/{split}annot/{n}\n' for n in names))
