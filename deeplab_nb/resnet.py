@@ -114,7 +114,7 @@ def _resnet_schedule(strides,                 # nominal unit strides, block by b
                     output_stride:int=16,    # 8, 16 or 32
                     multi_grid=(1, 1, 1),    # rate multipliers of the last block's units
                    ) -> list:                # [[(stride, rate) of each unit] for each block]
-    "The (stride, rate) of every unit at `output_stride`: the official rule, then the last block at its rate times `multi_grid`."
+    "The (stride, rate) of every unit at `output_stride`: the official rule; with multi-grid on, the last block at its rate times `multi_grid`."
     check_output_stride(output_stride)
     if len(multi_grid) != len(strides[-1]) or not all(isinstance(r, int) and r >= 1 for r in multi_grid):
         raise ValueError(f"multi_grid={tuple(multi_grid)} must hold one positive int per unit of the last block "
@@ -124,6 +124,7 @@ def _resnet_schedule(strides,                 # nominal unit strides, block by b
     nested, start = [], 0
     for block in strides:
         nested.append(plan[start:start + len(block)]); start += len(block)
+    if set(multi_grid) == {1}: return nested  # no multi-grid: the official rule, torchvision's dilation in its layout
     block_rate = nested[-1][-1][1]  # r: the rate that replaces every stride up to the block's end (1, 2, 4 at OS 32, 16, 8)
     nested[-1] = [(stride, block_rate * grid) for (stride, _), grid in zip(nested[-1], multi_grid)]
     return nested
