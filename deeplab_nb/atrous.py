@@ -13,7 +13,32 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# %% ../nbs/01_atrous.ipynb #f94ba577
+# %% ../nbs/01_atrous.ipynb #fe68453c
+def atrous_conv2d(x:torch.Tensor,       # input, (N, C_in, H, W)
+                  weight:torch.Tensor,  # filters w, (C_out, C_in, kernel_h, kernel_w)
+                  bias=None,            # optional (C_out,) bias
+                  stride:int=1,         # output stride s of this layer
+                  padding=0,            # zeros added on each side: an int or a (pad_h, pad_w) pair
+                  rate:int=1,           # atrous rate r (PyTorch's `dilation`); 1 is the standard convolution
+                 ) -> torch.Tensor:     # y, (N, C_out, H_out, W_out)
+    "Eq. 1, $y[i] = \\sum_k x[i + r k]\\, w[k]$, in 2-D as a readable gather-and-sum over the kernel taps."
+    pad_h, pad_w = _check_atrous_conv2d(x, weight, stride, padding, rate)  # shapes, ints, the kernel's span (below)
+    x = F.pad(x, (pad_w, pad_w, pad_h, pad_h))
+    kernel_h, kernel_w = weight.shape[-2:]
+    # The last tap of a kernel of size k at rate r sits r*(k-1) pixels after the first one.
+    out_h = (x.shape[-2] - rate * (kernel_h - 1) - 1) // stride + 1
+    out_w = (x.shape[-1] - rate * (kernel_w - 1) - 1) // stride + 1
+    y = x.new_zeros(x.shape[0], weight.shape[0], out_h, out_w)
+    for u in range(kernel_h):
+        for v in range(kernel_w):
+            # x[s*i + r*u, s*j + r*v] for every output location (i, j): the pixels that tap (u, v) reads
+            tap = x[:, :, rate * u : rate * u + stride * (out_h - 1) + 1 : stride,
+                          rate * v : rate * v + stride * (out_w - 1) + 1 : stride]
+            y += torch.einsum('nchw,oc->nohw', tap, weight[:, :, u, v])  # sum over the input channels c
+    if bias is not None: y += bias[None, :, None, None]
+    return y
+
+# %% ../nbs/01_atrous.ipynb #2e4fb079
 def _is_int(value, minimum=1):
     "Whether `value` is an int (not a bool) of at least `minimum`: nothing is silently rounded."
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
@@ -27,15 +52,8 @@ def _pair(value, name, minimum=0):
         raise ValueError(f"{name}={value!r} is out of range: need {name} >= {minimum} (an int or an (H, W) pair of them), e.g. 513")
     return tuple(int(v) for v in pair)
 
-# %% ../nbs/01_atrous.ipynb #fe68453c
-def atrous_conv2d(x:torch.Tensor,       # input, (N, C_in, H, W)
-                  weight:torch.Tensor,  # filters w, (C_out, C_in, kernel_h, kernel_w)
-                  bias=None,            # optional (C_out,) bias
-                  stride:int=1,         # output stride s of this layer
-                  padding=0,            # zeros added on each side: an int or a (pad_h, pad_w) pair
-                  rate:int=1,           # atrous rate r (PyTorch's `dilation`); 1 is the standard convolution
-                 ) -> torch.Tensor:     # y, (N, C_out, H_out, W_out)
-    "Eq. 1, $y[i] = \\sum_k x[i + r k]\\, w[k]$, in 2-D as a readable gather-and-sum over the kernel taps."
+def _check_atrous_conv2d(x, weight, stride, padding, rate) -> tuple:
+    "`atrous_conv2d`'s arguments checked, with an error that names the fix; returns the (pad_h, pad_w) pair."
     if x.dim() != 4 or weight.dim() != 4:
         raise ValueError(f"x must be (N, C, H, W) and weight (C_out, C_in, k_h, k_w); got {tuple(x.shape)} and {tuple(weight.shape)}")
     if weight.shape[1] != x.shape[1]:
@@ -43,22 +61,10 @@ def atrous_conv2d(x:torch.Tensor,       # input, (N, C_in, H, W)
     if not (_is_int(stride) and _is_int(rate)):
         raise ValueError(f"stride={stride!r} and rate={rate!r} must be positive ints")
     pad_h, pad_w = _pair(padding, 'padding')
-    x = F.pad(x, (pad_w, pad_w, pad_h, pad_h))
-    kernel_h, kernel_w = weight.shape[-2:]
-    # The last tap of a kernel of size k at rate r sits r*(k-1) pixels after the first one.
-    out_h = (x.shape[-2] - rate * (kernel_h - 1) - 1) // stride + 1
-    out_w = (x.shape[-1] - rate * (kernel_w - 1) - 1) // stride + 1
-    if out_h < 1 or out_w < 1:
-        raise ValueError(f"the input {tuple(x.shape[-2:])} (after padding) is smaller than the kernel's span at rate {rate}")
-    y = x.new_zeros(x.shape[0], weight.shape[0], out_h, out_w)
-    for u in range(kernel_h):
-        for v in range(kernel_w):
-            # x[s*i + r*u, s*j + r*v] for every output location (i, j): the pixels that tap (u, v) reads
-            tap = x[:, :, rate * u : rate * u + stride * (out_h - 1) + 1 : stride,
-                          rate * v : rate * v + stride * (out_w - 1) + 1 : stride]
-            y += torch.einsum('nchw,oc->nohw', tap, weight[:, :, u, v])  # sum over the input channels c
-    if bias is not None: y += bias[None, :, None, None]
-    return y
+    padded = (x.shape[-2] + 2 * pad_h, x.shape[-1] + 2 * pad_w)
+    if any(size < rate * (k - 1) + 1 for size, k in zip(padded, weight.shape[-2:])):
+        raise ValueError(f"the input {padded} (after padding) is smaller than the kernel's span at rate {rate}")
+    return pad_h, pad_w
 
 # %% ../nbs/01_atrous.ipynb #d464c7d5
 def effective_kernel_size(kernel_size:int, # k, the number of taps along one axis

@@ -24,17 +24,6 @@ def _upsample_to(x:torch.Tensor,  # features (N, C, h, w)
 # %% ../nbs/06_decoder.ipynb #c37ffe3c
 _DEFAULT_REFINE = ((3, 256), (3, 256))  # section 4.1, Table 2: two [3x3, 256] convolutions
 
-# %% ../nbs/06_decoder.ipynb #3e3c5188
-def _check_refine(refine) -> tuple:
-    "`refine` as a tuple of (kernel_size, width) pairs with odd kernel sizes; a ValueError naming the fix otherwise."
-    def is_layer(layer):
-        return (isinstance(layer, (tuple, list)) and len(layer) == 2
-                and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in layer) and layer[0] % 2 == 1)
-    if isinstance(refine, (tuple, list)) and all(is_layer(layer) for layer in refine):
-        return tuple(tuple(layer) for layer in refine)
-    raise ValueError(f'refine must be (kernel_size, width) pairs with an odd kernel_size, '
-                     f'e.g. ((3, 256), (3, 256)); got {refine!r}')
-
 # %% ../nbs/06_decoder.ipynb #7cf8bdb0
 class _DecoderStage(nn.Module):
     "Resize to the low-level feature's size, concatenate its [1x1, c] projection, refine."
@@ -62,6 +51,17 @@ class _DecoderStage(nn.Module):
         features = _upsample_to(features, low_level.shape[-2:])
         if self.project is not None: features = torch.cat([features, self.project(low_level)], dim=1)  # encoder first
         return self.refine(features)
+
+# %% ../nbs/06_decoder.ipynb #3e3c5188
+def _check_refine(refine) -> tuple:
+    "`refine` as a tuple of (kernel_size, width) pairs with odd kernel sizes; a ValueError naming the fix otherwise."
+    def is_layer(layer):
+        return (isinstance(layer, (tuple, list)) and len(layer) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in layer) and layer[0] % 2 == 1)
+    if isinstance(refine, (tuple, list)) and all(is_layer(layer) for layer in refine):
+        return tuple(tuple(layer) for layer in refine)
+    raise ValueError(f'refine must be (kernel_size, width) pairs with an odd kernel_size, '
+                     f'e.g. ((3, 256), (3, 256)); got {refine!r}')
 
 # %% ../nbs/06_decoder.ipynb #7f2437f8
 class Decoder(nn.Module):

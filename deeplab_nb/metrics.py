@@ -12,6 +12,26 @@ import torch.nn.functional as F
 import matplotlib.pyplot as plt
 from fastcore.basics import patch
 
+# %% ../nbs/12_metrics.ipynb #949532dd
+def confusion_matrix(pred, # predicted class indices, any shape (tensor or array)
+                     target, # label indices, the same shape; `ignore_index` marks void pixels
+                     num_classes:int, # C
+                     ignore_index:int=255, # the void label: these pixels are not counted
+                    ) -> torch.Tensor:
+    "The (C, C) int64 CPU tensor whose entry [t, p] counts the non-void pixels labelled t and predicted p."
+    pred, target = _as_label_tensor(pred, 'pred'), _as_label_tensor(target, 'target')
+    if pred.shape != target.shape:
+        raise ValueError(f"pred has shape {tuple(pred.shape)} but target has shape {tuple(target.shape)}: predict "
+                         "at the label's size (resize the logits to the label size before argmax, crop the padding)")
+    pred = pred.to(target.device)
+    valid = target != ignore_index
+    _check_label_values(target, num_classes, 'target', ignore_index)
+    _check_label_values(torch.where(valid, pred, 0), num_classes, 'pred', ignore_index=None)  # void is no prediction
+    # pair (t, p) -> bin t*C + p; void pixels go to one extra bin, dropped (no boolean indexing: one pass)
+    bins = torch.where(valid, target * num_classes + pred, num_classes * num_classes)
+    counts = torch.bincount(bins.flatten(), minlength=num_classes * num_classes + 1)[:num_classes * num_classes]
+    return counts.reshape(num_classes, num_classes).cpu()
+
 # %% ../nbs/12_metrics.ipynb #49b6ed33
 def _as_label_tensor(x, # class indices: a torch tensor or NumPy array of integers, any shape
                     name:str='labels', # what to call `x` in error messages
@@ -43,26 +63,6 @@ def _check_label_values(values:torch.Tensor, # the values to check
         "num_classes that matches the dataset and the model, read palette masks as indices "
         "(np.array(PIL.Image.open(p)), not converted to RGB), and map other labels (e.g. Cityscapes labelIds) "
         f"to 0..{num_classes-1} or {ignore_index} first")
-
-# %% ../nbs/12_metrics.ipynb #949532dd
-def confusion_matrix(pred, # predicted class indices, any shape (tensor or array)
-                     target, # label indices, the same shape; `ignore_index` marks void pixels
-                     num_classes:int, # C
-                     ignore_index:int=255, # the void label: these pixels are not counted
-                    ) -> torch.Tensor:
-    "The (C, C) int64 CPU tensor whose entry [t, p] counts the non-void pixels labelled t and predicted p."
-    pred, target = _as_label_tensor(pred, 'pred'), _as_label_tensor(target, 'target')
-    if pred.shape != target.shape:
-        raise ValueError(f"pred has shape {tuple(pred.shape)} but target has shape {tuple(target.shape)}: predict "
-                         "at the label's size (resize the logits to the label size before argmax, crop the padding)")
-    pred = pred.to(target.device)
-    valid = target != ignore_index
-    _check_label_values(target, num_classes, 'target', ignore_index)
-    _check_label_values(torch.where(valid, pred, 0), num_classes, 'pred', ignore_index=None)  # void is no prediction
-    # pair (t, p) -> bin t*C + p; void pixels go to one extra bin, dropped (no boolean indexing: one pass)
-    bins = torch.where(valid, target * num_classes + pred, num_classes * num_classes)
-    counts = torch.bincount(bins.flatten(), minlength=num_classes * num_classes + 1)[:num_classes * num_classes]
-    return counts.reshape(num_classes, num_classes).cpu()
 
 # %% ../nbs/12_metrics.ipynb #0e3b59b1
 def iou_from_confusion(matrix:torch.Tensor, # (C, C) confusion matrix, rows = labels, columns = predictions
