@@ -19,7 +19,7 @@ from .data import (build_dataset, read_image, save_index_png, overlay, voc_color
 from .atrous import check_output_stride
 from .inference import evaluate, predict, multi_scale_predict, evaluating
 from .engine import init_distributed, resolve_device
-from .training import TrainConfig, train, load_trained_model, export_model
+from .training import TrainConfig, train, load_trained_model, export_model, _is_weights
 from .cpu import for_cpu, _check_precision
 
 # %% ../nbs/15_cli.ipynb #58390fd5
@@ -101,7 +101,7 @@ def _iou_table(classes, iou) -> str:
 
 # %% ../nbs/15_cli.ipynb #94f509e7
 @call_parse
-def eval_cli(checkpoint:str,          # checkpoint.pt or run directory written by deeplab_nb_train
+def eval_cli(checkpoint:str,          # checkpoint.pt, model.pt or run directory written by deeplab_nb_train, or shipped weights by name (bundled)
              dataset:str=None,        # dataset name (default: the training run's)
              root:str=None,           # dataset root (default: the training run's)
              split:str=None,          # split to score (default: the run's validation split)
@@ -112,7 +112,7 @@ def eval_cli(checkpoint:str,          # checkpoint.pt or run directory written b
              crop_size:int=None,      # pad every image to this size (official: 513); default: smallest k*OS+1
              device:str='auto',       # auto, cpu, cuda, ...
              precision:str='fp32',    # CPU inference: fp32 (BN folded, exact) or bf16 (CPUs with native bf16; chapter 14c)
-             output:str=None,         # results JSON (default: <run dir>/eval-<split>-os<OS>[-ms][-flip].json)
+             output:str=None,         # results JSON (default: <run dir>/eval-<split>-os<OS>[-ms][-flip].json; weights by name: ./<name>-eval-...)
              quiet:bool=False,        # no progress bar
              debug:bool=False,        # show the traceback of an error
             ):
@@ -134,7 +134,8 @@ def eval_cli(checkpoint:str,          # checkpoint.pt or run directory written b
         data = build_dataset(name, root if root is not None else (config.root if dataset is None else None), split, **extra)
         used = output_stride or model.output_stride
         run_dir = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
-        out = output or _check_output_file(run_dir / _eval_name(split, used, scales, flip), '--output')
+        default = Path(f'{checkpoint}-{_eval_name(split, used, scales, flip)}') if _is_weights(checkpoint) else run_dir / _eval_name(split, used, scales, flip)
+        out = output or _check_output_file(default, '--output')
         out.parent.mkdir(parents=True, exist_ok=True)  # before the evaluation, so that its result has somewhere to go
         result = evaluate(for_cpu(model, precision), data, scales=scales, flip=flip, output_stride=output_stride, trimap_widths=widths,
                           crop_size=crop_size, progress=not quiet)
@@ -174,7 +175,7 @@ def _full_palette(palette) -> np.ndarray:
 
 # %% ../nbs/15_cli.ipynb #288f3bb9
 @call_parse
-def predict_cli(checkpoint:str,                 # checkpoint.pt or run directory written by deeplab_nb_train
+def predict_cli(checkpoint:str,                 # checkpoint.pt, model.pt or run directory written by deeplab_nb_train, or shipped weights by name (bundled)
                 inputs:Param('image files and/or folders of images', str, nargs='+'),
                 output_dir:str='predictions',   # where the PNGs go
                 output_stride:int=None,         # inference output stride (default: the training one)

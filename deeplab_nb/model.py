@@ -7,7 +7,8 @@ __all__ = ['BACKBONES', 'MODELS', 'deeplabv3_resnet101', 'deeplabv3plus_resnet10
            'deeplabv3plus_resnet50', 'deeplabv3_xception65', 'deeplabv3plus_xception65', 'deeplabv3plus_xception65_sc',
            'deeplabv3plus_xception71', 'deeplabv3plus_xception41', 'deeplabv3_xception_tiny',
            'deeplabv3plus_xception_tiny', 'deeplabv3_resnet_small', 'deeplabv3plus_resnet_small',
-           'deeplabv3_resnet_tiny', 'deeplabv3plus_resnet_tiny', 'DeepLab', 'deeplab', 'build_model']
+           'deeplabv3_resnet_tiny', 'deeplabv3plus_resnet_tiny', 'WEIGHTS', 'DeepLab', 'deeplab', 'get_weights',
+           'build_model']
 
 # %% ../nbs/07_model.ipynb #22e1922b
 import inspect
@@ -181,11 +182,32 @@ deeplabv3_resnet_tiny = MODELS['deeplabv3_resnet_tiny']
 deeplabv3plus_resnet_tiny = MODELS['deeplabv3plus_resnet_tiny']
 
 # %% ../nbs/07_model.ipynb #2c0341c7
+WEIGHTS = {}  # name -> trained weights (chapter 14b's `Weights`): filled by `register_weights`, which chapter 14b defines
+
+def get_weights(weights, # a key of WEIGHTS, e.g. 'bundled', or an entry itself
+               ): # the entry
+    "The trained weights `weights` names (an entry is returned as it is); an unknown name gets the list of known ones."
+    if not isinstance(weights, str): return weights
+    if weights not in WEIGHTS:
+        hint = '' if WEIGHTS else ' (none is registered: importing deeplab_nb.training registers those the library ships)'
+        raise ValueError(f'unknown weights {weights!r}: use one of {sorted(WEIGHTS)}{hint}')
+    return WEIGHTS[weights]
+
 def build_model(name:str,  # a key of MODELS, e.g. 'deeplabv3plus_xception65'
-                num_classes:int=21,  # classes predicted
-                output_stride:int=16,  # 8, 16 or 32
-                **kwargs,  # DeepLab's or the backbone's arguments (see `deeplab`)
-               ) -> DeepLab:
-    "The model `name` of MODELS, with a clear error for an unknown name or an impossible setting."
+                num_classes:int=None,  # classes predicted; None: 21, or as many as the weights predict
+                output_stride:int=None,  # 8, 16 or 32; None: 16, or the one the weights were trained at
+                weights=None,  # trained weights: a key of WEIGHTS (e.g. 'bundled') or an entry; None: untrained
+                **kwargs,
+               ) -> DeepLab:  # with `weights`: loaded, in eval mode
+    "The model `name` of MODELS, untrained or with trained `weights`; kwargs are DeepLab's or the backbone's arguments (see `deeplab`)."
     if name not in MODELS: raise ValueError(f'unknown model {name!r}: use one of {sorted(MODELS)}')
-    return MODELS[name](num_classes, output_stride, **kwargs)
+    if weights is None: return MODELS[name](21 if num_classes is None else num_classes, 16 if output_stride is None else output_stride, **kwargs)
+    entry = get_weights(weights)
+    if entry.model != name:
+        raise ValueError(f'weights {entry.name!r} are for {entry.model}, not {name}: build_model({entry.model!r}, weights={entry.name!r})')
+    if num_classes is not None and num_classes != len(entry.classes):
+        raise ValueError(f'weights {entry.name!r} predict {len(entry.classes)} classes {list(entry.classes)}, not '
+                         f'num_classes={num_classes}: leave num_classes out (to fine-tune on other classes, replace model.classifier)')
+    model = MODELS[name](len(entry.classes), entry.output_stride if output_stride is None else output_stride, **{**entry.model_kwargs, **kwargs})
+    model.load_state_dict(entry.state_dict())
+    return model.eval()

@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['TrainConfig', 'paper_voc_config', 'Trainer', 'background_miou', 'load_trained_model', 'read_log', 'smooth',
-           'plot_curves', 'train', 'export_model']
+           'plot_curves', 'train', 'export_model', 'Weights', 'register_weights']
 
 # %% ../nbs/14b_training.ipynb #76acdb10
-import json, math, os, time
-from dataclasses import dataclass, asdict, fields, replace
+import hashlib, json, math, os, time
+from dataclasses import dataclass, asdict, field, fields, replace
 from pathlib import Path
 import numpy as np
 import torch
@@ -18,13 +18,14 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import Dataset
 from tqdm import tqdm
 from fastcore.basics import patch
-from .data import build_dataset, _check_number, _check_output_dir, DATASETS
+import deeplab_nb
+from .data import build_dataset, dataset_spec, voc_colormap, _check_number, _check_output_dir, DATASETS
 from . import synthetic  # importing it registers the bundled dataset, TrainConfig's default
-from .transforms import train_transforms, TRAIN_SCALES
+from .transforms import train_transforms, eval_transforms, TRAIN_SCALES
 from .inference import evaluate
 from .metrics import ConfusionMatrix
 from .atrous import check_output_stride
-from .model import build_model, MODELS
+from .model import build_model, get_weights, MODELS, WEIGHTS
 from .protocol import param_groups, default_weight_decay, PolyLR, segmentation_loss, train_mode
 from .engine import (_seeded_rng, train_loader, save_checkpoint, load_checkpoint, CheckpointError, _remove_stale_temporaries,
                                _get_rng_state, _set_rng_state, init_distributed, resolve_device, _convert_sync_batchnorm,
@@ -459,22 +460,31 @@ def _check_run_state(state, path, resumable:bool=False):
         raise CheckpointError(f"{path} is a model file (weights only, no optimiser state): a run cannot continue from it; "
                               "resume from the run's checkpoint.pt")
 
+def _is_weights(checkpoint) -> bool:
+    "Whether `checkpoint` means registered weights: an entry, or a str that is a key of WEIGHTS (a Path is always a path)."
+    return checkpoint in WEIGHTS if isinstance(checkpoint, str) else not isinstance(checkpoint, os.PathLike)
+
 def _trained_file(path) -> Path:
     "The file a path to a trained model means: itself, or a run directory's checkpoint.pt, else its model.pt."
     path = Path(path)
-    if not path.is_dir(): return path
+    if path.is_file(): return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"no checkpoint at {path}: give the checkpoint.pt, model.pt or run directory that deeplab_nb_train "
+                                f"wrote, or the name of shipped weights: {', '.join(sorted(WEIGHTS)) or 'none is registered'}")
     for name in ('checkpoint.pt', 'model.pt'):
         if (path / name).is_file(): return path / name
     raise FileNotFoundError(f"no checkpoint at {path}: the folder holds neither checkpoint.pt nor model.pt; give the run "
                             "directory deeplab_nb_train wrote, or its checkpoint.pt / model.pt")
 
-def load_trained_model(checkpoint,        # checkpoint.pt, a model file (model.pt), or a run directory holding one
+def load_trained_model(checkpoint,        # checkpoint.pt, a model file (model.pt), a run directory holding one, or weights by name (e.g. 'bundled')
                        device:str='auto', # where to put the model
                       ) -> tuple:         # (model in eval mode, the checkpoint dict)
-    "The trained model of any checkpoint or model file this library wrote (name, arguments, classes from it; weights loaded) and the file's dict."
-    path = _trained_file(checkpoint)
-    state = load_checkpoint(path)
-    _check_run_state(state, path)
+    "The trained model of any checkpoint or model file this library wrote, or of registered weights (name, arguments, classes from the file; weights loaded), and the file's dict."
+    if _is_weights(checkpoint): entry = get_weights(checkpoint); path, state = entry.path, entry.read()
+    else:
+        path = _trained_file(checkpoint)
+        state = load_checkpoint(path)
+        _check_run_state(state, path)
     config = TrainConfig(**state['config'])
     device = resolve_device(device)  # checked before anything is built
     name, kwargs = state.get('model_name', config.model), state.get('model_kwargs') or {}
@@ -552,3 +562,84 @@ def export_model(checkpoint,  # a run's checkpoint.pt or its run directory
                  model_kwargs=state.get('model_kwargs'), classes=list(state['classes']), palette=state.get('palette'),
                  output_stride=config.output_stride, config=state['config'], step=state['step'], metrics=state.get('metrics'))
     return save_checkpoint(model, path)
+
+# %% ../nbs/14b_training.ipynb #a70d1ba7
+_WEIGHTS_DIR = Path(deeplab_nb.__file__).parent / 'weights'  # the model files the library ships (package data, in the wheel)
+
+def _file_sha256(path) -> str:
+    "The SHA-256 of a file's bytes (as `sha256sum` prints it)."
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''): digest.update(block)
+    return digest.hexdigest()
+
+@dataclass(frozen=True)
+class Weights:
+    "Trained weights by name, torchvision's way: the model they fit, their file and its hash, classes, recipe, metrics, licence."
+    name: str  # the name the tools accept, e.g. 'bundled'
+    model: str  # the configuration they fit: a key of MODELS
+    file: str  # the model file (`export_model`'s): a name in deeplab_nb/weights/, or a path
+    sha256: str  # the file's SHA-256, checked before every read
+    dataset: str  # the registered dataset they were trained on
+    classes: tuple  # class names, label k = classes[k]
+    palette: tuple  # (C, 3) uint8 colours of the classes
+    metrics: dict  # what they score and where: miou, dataset, split, num_images, output_stride, scales
+    recipe: str  # how they were made: the command, and where its record is
+    licence: str  # the training data's licence: what the weights may be used for
+    output_stride: int = 16  # trained (and scored) at this output stride
+    model_kwargs: dict = field(default_factory=dict)  # the model's arguments beyond its name, as `export_model` recorded them
+
+    @property
+    def path(self) -> Path: return _WEIGHTS_DIR / self.file
+
+    def read(self) -> dict:
+        "The model file's dict (weights, classes, config, ...): hash checked, read by `load_checkpoint`, matched to this entry."
+        if not self.path.is_file():
+            raise FileNotFoundError(f"weights {self.name!r}: no model file at {self.path}; reinstall deeplab_nb, or register the file's path")
+        found = _file_sha256(self.path)
+        if found != self.sha256:
+            raise CheckpointError(f"weights {self.name!r}: {self.path} has SHA-256 {found}, not the registered {self.sha256}: "
+                                  "the file is damaged or was replaced; reinstall deeplab_nb (for a file of your own, register its new hash)")
+        state = load_checkpoint(self.path)
+        _check_run_state(state, self.path)
+        recorded = dict(model=state.get('model_name'), classes=tuple(state['classes']), output_stride=state.get('output_stride'))
+        wrong = {k: v for k, v in recorded.items() if v != getattr(self, k)}
+        if wrong: raise CheckpointError(f"weights {self.name!r}: {self.path} holds {wrong}, not what the entry says: fix the registration")
+        return state
+
+    def state_dict(self) -> dict: return self.read()['model']  # the trained tensors, for `build_model`
+    def config(self) -> dict: return self.read()['config']  # the TrainConfig of the run that made them, as plain values
+    def transforms(self): return eval_transforms(self.output_stride)  # inference preprocessing: float in [0, 1], padded to k*OS+1
+
+# %% ../nbs/14b_training.ipynb #d906bc8f
+def register_weights(name:str,     # the name the tools accept, e.g. 'bundled'
+                     model:str,    # the configuration the weights fit: a key of MODELS
+                     file,         # the model file `export_model` wrote: a name in deeplab_nb/weights/, or a path
+                     sha256:str,   # the file's SHA-256 (`sha256sum <file>`)
+                     dataset:str,  # the registered dataset they were trained on (its classes and palette, unless given)
+                     metrics:dict, # what they score and where, e.g. dict(miou=0.96, dataset='synthetic', split='val', num_images=100)
+                     recipe:str,   # how they were made: the command, and where its record is
+                     licence:str,  # the training data's licence: what the weights may be used for
+                     **fields,     # the other `Weights` fields: classes, palette, output_stride, model_kwargs
+                    ) -> Weights:
+    "Make trained weights loadable by name: `build_model(model, weights=name)`, `load_trained_model(name)`, the command line."
+    if not isinstance(name, str) or not name.isidentifier(): raise ValueError(f'weights name {name!r}: use a word such as my_model')
+    if model not in MODELS: raise ValueError(f'unknown model {model!r}: use one of {sorted(MODELS)}')
+    if not isinstance(sha256, str) or len(sha256) != 64: raise ValueError(f'sha256={sha256!r}: give the 64 hex digits `sha256sum {file}` prints')
+    classes = fields.pop('classes', None) or dataset_spec(dataset).classes
+    if classes is None: raise ValueError(f'dataset {dataset!r} takes its classes from the data: pass classes=[...] in label order')
+    palette = fields.pop('palette', None)
+    if palette is None: palette = dataset_spec(dataset).palette if dataset_spec(dataset).palette is not None else voc_colormap(len(classes))
+    WEIGHTS[name] = Weights(name, model, str(file), sha256, dataset, tuple(classes), tuple(map(tuple, np.asarray(palette).tolist())),
+                            metrics, recipe, licence, **fields)
+    return WEIGHTS[name]  # a name registered twice is replaced (re-running a notebook cell is fine)
+
+# %% ../nbs/14b_training.ipynb #234d5331
+register_weights(
+    'bundled', 'deeplabv3plus_xception_tiny', 'deeplabv3plus_xception_tiny-bundled.pt',
+    sha256='33bd15d13bd7b3bbca1443ab12fdd11a93fc3413c2746ac8920e871e7785fa2f', dataset='synthetic',
+    metrics=dict(miou=0.9655223402515901, pixel_accuracy=0.998002290725708, dataset='synthetic', split='val', num_images=100,
+                 output_stride=16, scales=(1.0,)),
+    recipe='deeplab_nb_train --steps 16000 (every other option the default), then deeplab_nb_export: the bundled job of '
+           'chapter 14d; its run directory is data/results/default_run/ in the repository (COMMAND.md there)',
+    licence='Apache-2.0, as the library: the bundled data are drawn by its own code (chapter 11), no third-party images')
