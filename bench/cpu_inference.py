@@ -5,12 +5,15 @@ For each model, in one run and timed interleaved (every candidate once per round
 model as it is (fp32 eager), `for_cpu(model)` (fp32 prepared), `for_cpu(model, 'bf16')`, the prepared model under
 `torch.compile` (inductor with freezing; only the models named by --compile), ONNX Runtime and OpenVINO on the
 `torch.onnx` export of the same model, torchvision's DeepLabv3-ResNet-101 (same weights policy) as the per-Multiply-Add
-reference, and a 2048^3 sgemm as the machine's yardstick. Then time per image against image size for ResNet-101 and a
+reference, and the machine's yardstick: the best rate of a 2048^3 matrix product and a large oneDNN 1x1 convolution
+(1024 channels on 64x64), in fp32 and, where native, in bf16 (the rows of each precision are measured against its own).
+A large model can approach that peak but not exceed it by much; a row that does exceed it is flagged. Then time per image against image size for ResNet-101 and a
 per-operator profile of the prepared fp32 ResNet-101. Writes bench.json, bench.txt and profile.txt to --out.
 
     python bench/cpu_inference.py                 # about 5-8 minutes on 2 cores
     python bench/cpu_inference.py --compile deeplabv3plus_resnet101   # also torch.compile (+1-2 minutes idle)
     python bench/cpu_inference.py --repeats 3 --models deeplabv3plus_xception_tiny --sizes 129 257   # a quick look
+    python bench/cpu_inference.py --table-only    # rewrite bench.txt from bench.json, timing nothing
 
 Peers are optional (pip install 'deeplab_nb[bench]'): a missing one is reported and skipped.
 """
@@ -19,14 +22,23 @@ from pathlib import Path
 
 import torch
 
-from deeplab_nb.cpu import export_onnx, for_cpu, _median_times, native_bf16, _sgemm_call
+from deeplab_nb.cpu import export_onnx, for_cpu, _median_times, native_bf16, _peak_rate, _yardsticks
 from deeplab_nb.experiments import _cpu_model
 from deeplab_nb.model import build_model
 from deeplab_nb.resnet import _randomize_batchnorm
 from deeplab_nb.separable import count_madds
 
 MODELS = ('deeplabv3plus_resnet101', 'deeplabv3plus_xception65', 'deeplabv3plus_xception_tiny')
-SGEMM_FLOP = 2 * 2048 ** 3
+
+
+def yardsticks():
+    "precision -> its yardsticks (name -> (call, FLOPs)): fp32 always, bf16 where the CPU computes it natively."
+    return {'fp32': _yardsticks(torch.float32), **({'bf16': _yardsticks(torch.bfloat16)} if native_bf16() else {})}
+
+
+def precision(candidate):
+    "The precision a candidate computes in, whose yardstick it is measured against."
+    return 'bf16' if 'bf16' in candidate else 'fp32'
 
 
 def fixed_model(name):
@@ -78,11 +90,12 @@ def onnx_runners(onnx_path, image, threads):
 
 
 def bench_model(name, size, repeats, compile_it, tv, folder, threads):
-    "One model: Multiply-Adds and every candidate's median latency, timed in the same rounds as sgemm and torchvision."
+    "One model: Multiply-Adds and every candidate's median latency, timed in the same rounds as the yardsticks and torchvision."
     model, image = fixed_model(name), torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     madds = count_madds(model, image)
-    calls = {'sgemm 2048^3': _sgemm_call(), 'torchvision DeepLabv3-R101 fp32 eager': lambda: tv[0](image),
-             'fp32 eager': lambda: model(image)}
+    sticks = yardsticks()
+    calls = {**{stick: call for kind in sticks.values() for stick, (call, _) in kind.items()},
+             'torchvision DeepLabv3-R101 fp32 eager': lambda: tv[0](image), 'fp32 eager': lambda: model(image)}
     compile_seconds, compile_error = {}, {}
     prepared = for_cpu(model)
     calls['fp32 prepared'] = lambda: prepared(image)
@@ -102,20 +115,23 @@ def bench_model(name, size, repeats, compile_it, tv, folder, threads):
     calls.update(peers)
     seconds = _median_times(calls, repeats)
     return dict(model=name, size=size, madds=madds, seconds=seconds, compile_seconds=compile_seconds, compile_error=compile_error,
-                onnx_export_seconds=export_seconds, versions=versions)
+                onnx_export_seconds=export_seconds, versions=versions,
+                yardstick_flop={kind: {stick: flop for stick, (_, flop) in sticks[kind].items()} for kind in sticks})
 
 
 def rows(result, tv_madds):
-    "The table rows of one model: latency, GFLOP/s, % of sgemm, vs torchvision per Multiply-Add, vs ONNX Runtime."
+    "The table rows of one model: latency, GFLOP/s, % of its precision's peak (None for a run without yardsticks), vs torchvision per Multiply-Add, vs ONNX Runtime."
     seconds, flop = result['seconds'], 2 * result['madds']
-    sgemm_rate = SGEMM_FLOP / seconds['sgemm 2048^3']
+    sticks = result.get('yardstick_flop', {})  # recorded before 2026-12-07: no yardstick but sgemm, and no percentage
+    peak = {kind: _peak_rate(seconds, {stick: (None, f) for stick, f in flops.items()}) for kind, flops in sticks.items()}
     tv_seconds_per_madd = seconds['torchvision DeepLabv3-R101 fp32 eager'] / tv_madds
     ort = seconds.get('ONNX Runtime fp32')
     out = []
     for candidate, latency in seconds.items():
-        if candidate.startswith(('sgemm', 'torchvision')): continue
+        if candidate.startswith(('sgemm', 'torchvision')) or any(candidate in flops for flops in sticks.values()): continue
+        rate = precision(candidate) in peak and 100 * flop / latency / peak[precision(candidate)]
         out.append(dict(candidate=candidate, seconds=latency, gflops=flop / latency / 1e9,
-                        percent_sgemm=100 * flop / latency / sgemm_rate,
+                        percent_peak=rate if rate is not False else None,
                         vs_torchvision_per_madd=tv_seconds_per_madd / (latency / result['madds']),
                         vs_onnxruntime=None if ort is None else ort / latency,
                         vs_fp32_eager=seconds['fp32 eager'] / latency))
@@ -151,16 +167,21 @@ def profile(name, size):
 
 
 def table(results, tv_madds):
-    "The printed table."
-    lines = [f"{'model':28} {'GMAC':>6} {'candidate':32} {'latency s':>9} {'GFLOP/s':>8} {'% sgemm':>8} "
+    "The printed table; a row above its precision's peak is flagged, since the yardstick then is not the peak."
+    lines = [f"{'model':28} {'GMAC':>6} {'candidate':32} {'latency s':>9} {'GFLOP/s':>8} {'% peak':>7} "
              f"{'vs tv/MAdd':>10} {'vs ORT':>7} {'vs eager':>8}"]
     for result in results:
         for row in rows(result, tv_madds):
             ort = '' if row['vs_onnxruntime'] is None else f"{row['vs_onnxruntime']:.2f}x"
+            percent = '-' if row['percent_peak'] is None else f"{row['percent_peak']:.0f}%"
             lines.append(f"{result['model']:28} {result['madds'] / 1e9:6.1f} {row['candidate']:32} {row['seconds']:9.3f} "
-                         f"{row['gflops']:8.1f} {row['percent_sgemm']:7.0f}% {row['vs_torchvision_per_madd']:9.2f}x "
-                         f"{ort:>7} {row['vs_fp32_eager']:7.2f}x")
-        lines.append(f"{'':28} sgemm 2048^3 in the same rounds: {SGEMM_FLOP / result['seconds']['sgemm 2048^3'] / 1e9:.1f} GFLOP/s")
+                         f"{row['gflops']:8.1f} {percent:>7} {row['vs_torchvision_per_madd']:9.2f}x "
+                         f"{ort:>7} {row['vs_fp32_eager']:7.2f}x" + ('  ABOVE THE YARDSTICK' if (row['percent_peak'] or 0) > 100 else ''))
+        for kind, flops in result.get('yardstick_flop', {}).items():
+            lines.append(f"{'':28} {kind} yardstick in the same rounds: " + ', '.join(
+                f"{stick} {flop / result['seconds'][stick] / 1e9:.1f}" for stick, flop in flops.items()) + ' GFLOP/s')
+        if 'yardstick_flop' not in result:
+            lines.append(f"{'':28} no yardstick in this run (recorded before the two-kernel yardstick): % peak needs a re-run")
     return '\n'.join(lines)
 
 
@@ -180,7 +201,17 @@ def main(argv=None):
     parser.add_argument('--sweep-model', default='deeplabv3plus_resnet101')
     parser.add_argument('--threads', type=int, default=os.cpu_count())
     parser.add_argument('--out', default='data/results/cpu_inference')
+    parser.add_argument('--table-only', action='store_true', help='rewrite bench.txt from the recorded bench.json; time nothing')
     args = parser.parse_args(argv)
+    if args.table_only:
+        record = json.loads((Path(args.out) / 'bench.json').read_text())
+        tv_madds = record['environment']['torchvision_deeplabv3_madds']
+        record['rows'] = {r['model']: rows(r, tv_madds) for r in record['results']}
+        text = table(record['results'], tv_madds)
+        save(Path(args.out), record)
+        (Path(args.out) / 'bench.txt').write_text(text + '\n')
+        print(text)
+        return record
     warnings.filterwarnings('ignore'); logging.getLogger('torch.onnx').setLevel(logging.ERROR)
     torch.set_num_threads(args.threads)
     out = Path(args.out); out.mkdir(parents=True, exist_ok=True)

@@ -173,7 +173,32 @@ def _median_times(calls:dict, # name -> a function of no arguments
                 if round_ >= warmup: times[name].append(elapsed)
     return {name: statistics.median(values) for name, values in times.items()}
 
-def _sgemm_call(n:int=2048): # side of the square matrices
-    "A function computing one n x n x n fp32 matrix product (2 n^3 FLOPs), the machine's yardstick."
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def _sgemm_call(n:int=2048, # side of the square matrices
+                dtype=torch.float32, # the precision (torch.bfloat16 for the bf16 rows)
+               ):
+    "A function computing one n x n x n matrix product (2 n^3 FLOPs): one of the machine's yardsticks."
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     return lambda: a @ b
+
+def _conv1x1_call(channels:int=1024, # input and output channels
+                  side:int=64, # side of the square feature map
+                  dtype=torch.float32, # the precision
+                 ):
+    "A function computing one 1x1 convolution, `channels` to `channels` on a side x side map (2 channels^2 side^2 FLOPs): oneDNN's best case."
+    conv = torch.nn.Conv2d(channels, channels, 1, bias=False).eval().to(dtype)
+    image = torch.randn(1, channels, side, side).to(dtype)
+    return lambda: conv(image)
+
+def _yardsticks(dtype=torch.float32, # the precision of the rows they measure
+                n:int=2048, channels:int=1024, side:int=64, # sizes: the matrix product's, the convolution's
+               ) -> dict: # name -> (a function of no arguments, its FLOPs)
+    "The two kernels whose best rate is the machine's peak: a large matrix product and a large oneDNN 1x1 convolution."
+    kind = 'bf16' if dtype == torch.bfloat16 else 'fp32'
+    return {f'{kind} matmul {n}^3': (_sgemm_call(n, dtype), 2 * n ** 3),
+            f'{kind} conv1x1 {channels}ch {side}^2': (_conv1x1_call(channels, side, dtype), 2 * channels ** 2 * side ** 2)}
+
+def _peak_rate(seconds:dict, # name -> median seconds, from _median_times
+               yardsticks:dict, # name -> (call, FLOPs), from _yardsticks
+              ) -> float: # FLOP/s
+    "The best rate among the yardsticks timed in `seconds`: the peak that the rows of their precision are measured against."
+    return max(flop / seconds[name] for name, (_, flop) in yardsticks.items())

@@ -193,6 +193,19 @@ def _cpu_model() -> str:
     try: return next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
     except (OSError, StopIteration): return platform.processor() or platform.machine()
 
+_ISA_FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_tile', 'amx_bf16')  # the instruction sets that pick PyTorch's and oneDNN's kernels
+
+def _cpu_flags() -> list:
+    "Which of _ISA_FLAGS this CPU has (Linux: /proc/cpuinfo's flags), for the record."
+    try: flags = set(next(l for l in open('/proc/cpuinfo') if l.startswith('flags')).split(':', 1)[1].split())
+    except (OSError, StopIteration): return []
+    return [flag for flag in _ISA_FLAGS if flag in flags]
+
+def _cpu_kind(record:dict=None) -> str:
+    "The kind of CPU that made `record` (None: this one): its model name and ISA flags, which together decide the kernels' summation order."
+    cpu, flags = (_cpu_model(), _cpu_flags()) if record is None else (record['cpu'], record.get('cpu_flags'))
+    return f"{cpu} [{'ISA flags not recorded' if flags is None else ' '.join(flags)}]"
+
 def _write_json(path:Path, value):
     "Write `value` as JSON atomically (temporary file + rename)."
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -260,7 +273,7 @@ def study_run(name:str,  # a key of STUDY
             losses=dict(first=losses[:20], step=list(range(every, len(losses) + 1, every)),
                         smoothed=smooth(losses)[every - 1::every].tolist()),
             train_seconds=round(trainer.seconds, 1), eval_seconds=round(time.perf_counter() - started, 1),
-            threads=torch.get_num_threads(), torch=torch.__version__, deeplab_nb=deeplab_nb.__version__, cpu=_cpu_model())
+            threads=torch.get_num_threads(), torch=torch.__version__, deeplab_nb=deeplab_nb.__version__, cpu=_cpu_model(), cpu_flags=_cpu_flags())
     _write_json(path, record)
     return _plain(record)
 
@@ -326,9 +339,9 @@ def run_study(names=None,  # configurations (keys of STUDY); None: all of them
     return [json.loads((folder / f'{_run_id(*pair)}.json').read_text()) for pair in pairs if (folder / f'{_run_id(*pair)}.json').exists()]
 
 # %% ../nbs/16_experiments.ipynb #45c715cb
-def _claim(id, source, statement, paper, direction, a, b, c=None, d=None):
-    "One claim: the paper's effect (mIOU points) of going from `a` to `b` (minus `c` to `d`), each a (configuration, key)."
-    return dict(id=id, source=source, statement=statement, paper=paper, direction=direction, a=a, b=b, c=c, d=d)
+def _claim(id, source, statement, paper, direction, a, b, c=None, d=None, paper_note=None):
+    "One claim: the paper's effect (mIOU points) of going from `a` to `b` (minus `c` to `d`), each a (configuration, key); `paper_note`: how that number was got, where it is not read off the paper."
+    return dict(id=id, source=source, statement=statement, paper=paper, direction=direction, a=a, b=b, c=c, d=d, paper_note=paper_note)
 
 _M, _OS16, _OS8 = 'miou', 'evaluations.os16.miou', 'evaluations.os8.miou'
 CLAIMS = [  # paper: b - a in mIOU points (Tables 1-3: ResNet-101 on VOC val; Table 5: Xception-65; Table 7: Cityscapes val)
@@ -373,11 +386,14 @@ CLAIMS = [  # paper: b - a in mIOU points (Tables 1-3: ResNet-101 on VOC val; Ta
     _claim('separable', 'Table 5', 'Atrous separable convs in ASPP and decoder keep mIOU (at a third fewer Multiply-Adds)',
            round(79.79 - 79.93, 2), '=', ('baseline', _M), ('separable', _M)),
     _claim('image_pooling', 'Table 7', 'Dropping the image-level features does not hurt (it helps on Cityscapes)',
-           round(79.14 - 78.79, 2), '=', ('baseline', _M), ('no_image_pooling', _M)),
+           round(79.14 - 78.79, 2), '=', ('baseline', _M), ('no_image_pooling', _M),
+           paper_note="the paper's claim is stronger: dropping them helps, +0.35 on Cityscapes; the '=' tested here is the weaker one"),
     _claim('upsampled_logits', 'Sect. 4', 'The loss on upsampled logits beats the loss on downsampled labels',
-           1.2, '+', ('downsampled_labels', _M), ('baseline', _M)),
+           1.2, '+', ('downsampled_labels', _M), ('baseline', _M),
+           paper_note="DeepLabv3's figure, for labels downsampled by 16 (its logits' stride); ours are downsampled by 4, the decoder's stride"),
     _claim('trimap', 'Fig. 5a', "The decoder's gain is larger in the narrowest trimap band than on the whole image",
-           round(4.8 - (78.85 - 77.21), 2), '+', ('no_decoder', 'trimap.miou.0'), ('baseline', 'trimap.miou.0'), ('no_decoder', _M), ('baseline', _M)),
+           round(4.8 - (78.85 - 77.21), 2), '+', ('no_decoder', 'trimap.miou.0'), ('baseline', 'trimap.miou.0'), ('no_decoder', _M), ('baseline', _M),
+           paper_note="derived: 4.8 (Fig. 5a's gain in the narrowest band, read off the plot) minus 1.64 (Table 3's gain on the whole image)"),
     _claim('xception_vs_resnet', 'Tables 3, 5', 'The Xception backbone beats the ResNet one (ours: Xception-65 and ResNet-101 at 1/8 width)',
            round(79.93 - 78.85, 2), '+', ('resnet', _M), ('baseline', _M)),
     _claim('bf16', 'ours', 'Training under bf16 autocast reaches float32 mIOU (not a claim of the paper: our CPU recipe)',
@@ -386,8 +402,7 @@ CLAIMS = [  # paper: b - a in mIOU points (Tables 1-3: ResNet-101 on VOC val; Ta
 
 # %% ../nbs/16_experiments.ipynb #afb867ec
 _CONFIDENCE = 0.95  # two-sided, t distribution over the paired differences
-_VERDICTS = ('reproduced', 'contradicted', 'not resolved', 'not run')  # the ledger's verdicts, in the order they are counted
-_EQUIVALENCE = 1.0  # '=' claims: reproduced when the whole interval lies within +-_EQUIVALENCE mIOU points
+_EQUIVALENCE = 1.0  # the first protocol's '=' rule: reproduced when the whole interval lies within +-_EQUIVALENCE mIOU points
 _POWER = 0.8  # the smallest detectable effect is quoted at this power
 
 def _lookup(record:dict, key:str):
@@ -418,7 +433,7 @@ def _detectable(values) -> float:
     return float((stats.t.ppf((1 + _CONFIDENCE) / 2, dof) + stats.t.ppf(_POWER, dof)) * se)
 
 def _verdict(direction:str, ci) -> str:
-    "'reproduced', 'contradicted' or 'not resolved' for an interval and the paper's direction ('+', '-' or '=')."
+    "The first protocol's verdict (kept as `verdict_v1`): 'reproduced', 'contradicted' or 'not resolved' from the interval's sign alone."
     if ci is None: return 'not resolved'
     lo, hi = ci
     if direction == '=':
@@ -428,6 +443,67 @@ def _verdict(direction:str, ci) -> str:
     if lo > 0: return 'reproduced' if direction == '+' else 'contradicted'
     if hi < 0: return 'reproduced' if direction == '-' else 'contradicted'
     return 'not resolved'
+
+# %% ../nbs/16_experiments.ipynb #80514d2f
+_PROTOCOL_DATE = '2026-12-07'  # the two-axis protocol below was fixed on this date, before its verdicts were computed
+_ALPHA = 0.05  # familywise error rate of one dataset's claims (Holm)
+_MARGIN = 0.5  # '=' claims: equivalent when TOST at +-_MARGIN points rejects at the Holm-adjusted level
+_MARGIN_SENSITIVITY = 1.0  # the first protocol's margin, kept as a sensitivity column
+_SIZE_BAND = (0.5, 2.0)  # size reproduced when the interval on ours / paper meets this band
+
+def _sign_p(values, direction:str) -> float:
+    "One-sided paired t test of the paper's direction ('+': mean > 0, '-': mean < 0): its p value."
+    from scipy import stats
+    mean, _, se = _interval(values)
+    if se is None: return None
+    if se == 0: return 0.0 if (mean > 0 if direction == '+' else mean < 0) else 1.0
+    return float(stats.t.sf((mean if direction == '+' else -mean) / se, len(values) - 1))
+
+def _tost_p(values, margin:float) -> float:
+    "Two one-sided t tests of |mean| < `margin` (equivalence): the larger of their p values."
+    from scipy import stats
+    mean, _, se = _interval(values)
+    if se is None: return None
+    dof = len(values) - 1
+    return float(max(stats.t.sf((mean + margin) / se, dof), stats.t.cdf((mean - margin) / se, dof)))
+
+def _holm(pvalues) -> list:
+    "Holm's step-down adjusted p values, in the order given (None stays None): reject where adjusted p < alpha."
+    order = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    adjusted, running = [None] * len(pvalues), 0.0
+    for rank, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+def _ratio_interval(ci, paper) -> list:
+    "The interval on ours / paper: `ci` divided by the paper's effect (sorted); None without an interval or a nonzero paper effect."
+    if ci is None or not paper: return None
+    return sorted([ci[0] / paper, ci[1] / paper])
+
+def _times(ratio:float) -> str:
+    "A ratio as the verdict writes it: '17x', '1.1x', '0.3x'."
+    return f'{ratio:.0f}x' if abs(ratio) >= 10 else f'{ratio:.1f}x'
+
+def _two_axis(direction:str, paper, mean, ci, p_holm, alpha:float=_ALPHA) -> tuple:
+    "(sign verdict, size verdict, verdict) of a directional claim ('+' or '-') from its interval and Holm-adjusted p."
+    if ci is None: return 'not tested', 'not tested', 'not resolved'
+    sign = 'holds' if p_holm < alpha else 'not shown'
+    ratio = _ratio_interval(ci, paper)
+    if ratio is None: return sign, 'no paper number', 'direction only' if sign == 'holds' else 'not resolved'
+    lo, hi = _SIZE_BAND
+    size = 'within [0.5, 2]' if ratio[1] >= lo and ratio[0] <= hi else f'{_times(mean / paper)} the paper'
+    if sign == 'holds': return sign, size, 'reproduced' if size.startswith('within') else f'direction only ({_times(mean / paper)})'
+    if ratio[1] < lo: return sign, 'excludes half the paper', 'not reproduced'
+    return sign, size, 'not resolved'
+
+def _equivalence(ci, p_holm, alpha:float=_ALPHA) -> tuple:
+    "(sign verdict, size verdict, verdict) of an '=' claim from its 95% interval and Holm-adjusted TOST p."
+    if ci is None: return 'not tested', 'not tested', 'not resolved'
+    if p_holm < alpha: return f'equivalent (+-{_MARGIN})', 'n/a (=)', 'reproduced'
+    if ci[1] < 0: return 'worse', 'n/a (=)', 'not reproduced (worse)'
+    if ci[0] > 0: return 'better', 'n/a (=)', 'not reproduced (better)'
+    return 'not shown', 'n/a (=)', 'not resolved'
 
 # %% ../nbs/16_experiments.ipynb #76d8b0c2
 def _recorded_seeds(records:dict) -> list:
@@ -445,35 +521,145 @@ def _evaluate_claim(claim:dict, records:dict, seeds=None) -> dict:
         value = get['b'] - get['a'] - ((get['d'] - get['c']) if 'c' in get else 0.0)
         values.append(round(value, 6)); pairs.append({role: [ids[role], claim[role][1]] for role in roles})
     mean, ci, se = _interval(values)
-    result = dict(id=claim['id'], source=claim['source'], statement=claim['statement'], paper=claim['paper'],
-                  direction=claim['direction'], values=values, pairs=pairs, mean=mean, ci95=ci, n=len(values),
-                  verdict=_verdict(claim['direction'], ci) if values else 'not run')
-    if result['verdict'] == 'not resolved' and se is not None: result['detectable'] = _detectable(values)  # found 80% of the time
-    return result
+    return dict(id=claim['id'], source=claim['source'], statement=claim['statement'], paper=claim['paper'],
+                paper_note=claim.get('paper_note'), direction=claim['direction'], values=values, pairs=pairs, mean=mean, ci95=ci,
+                n=len(values), verdict_v1=_verdict(claim['direction'], ci) if values else 'not run')
 
-def _convergence(records:dict) -> dict:
-    "The convergence check: the baseline's runs of N and of 2N steps, and the mean mIOU gain (points) of doubling N."
-    both = [seed for seed in _recorded_seeds(records) if _run_id('baseline', seed) in records and _run_id('long', seed) in records]
-    gains = [100 * (records[_run_id('long', s)]['miou'] - records[_run_id('baseline', s)]['miou']) for s in both]
+def _convergence(records:dict, again:dict=None) -> dict:
+    "The convergence check: the mean mIOU gain (points) of doubling N, each `long` run against the `baseline` of its seed; with `again` (runs trained again elsewhere), the `baseline` of its own CPU kind."
+    runs_n, runs_2n, gains = [], [], []
+    for seed in _recorded_seeds(records):
+        long_ = records.get(_run_id('long', seed))
+        candidates = [(f'{where}{_run_id("baseline", seed)}', runs[_run_id('baseline', seed)])
+                      for where, runs in (('', records), ('machine_check/', again or {})) if _run_id('baseline', seed) in runs]
+        if again is not None: candidates = [(rid, run) for rid, run in candidates if long_ and _cpu_kind(run) == _cpu_kind(long_)]
+        if long_ is None or not candidates: continue
+        runs_n.append(candidates[0][0]); runs_2n.append(_run_id('long', seed)); gains.append(100 * (long_['miou'] - candidates[0][1]['miou']))
     mean, ci, _ = _interval(gains)
-    return dict(runs_n=[_run_id('baseline', s) for s in both], runs_2n=[_run_id('long', s) for s in both],
-                doubled_gain=mean, doubled_gain_ci95=ci, holds=None if mean is None else bool(abs(mean) < 1.0))
+    return dict(runs_n=runs_n, runs_2n=runs_2n, doubled_gain=mean, doubled_gain_ci95=ci, holds=None if mean is None else bool(abs(mean) < 1.0))
+_PLATEAU_RISE = 1.0  # plateau: a configuration's validation mIOU rises less than this (points, mean of its seeds) over the last quarter
 
-def compute_claims(records=None) -> dict:
-    "The claims ledger (`data/results/claims.json`), computed from the run records alone."
-    records = load_records(records)
+def _last_quarter_rise(record:dict) -> float:
+    "The rise of the run's validation mIOU (points) from the first point at 3/4 of its steps to its last point."
+    curve = record['val_curve']
+    start = next(miou for step, miou in curve if step >= 0.75 * record['steps'])
+    return 100 * (curve[-1][1] - start)
+
+def _plateaus(records:dict) -> dict:
+    "Configuration -> its runs' last-quarter rises, their mean, and whether the mean stays under _PLATEAU_RISE."
+    rises = {}
+    for rid in sorted(records): rises.setdefault(rid.rsplit('-seed', 1)[0], []).append(round(_last_quarter_rise(records[rid]), 6))
+    return {name: dict(rises=r, mean=float(np.mean(r)), holds=bool(np.mean(r) < _PLATEAU_RISE)) for name, r in rises.items()}
+
+_ROLE_SIGNS = dict(a=-1, b=1, c=1, d=-1)  # each role's sign in a claim's value, b - a - (d - c)
+
+def _machine_offset(records:dict, again:dict) -> dict:
+    "The machine offset (points) of kinds[1] over kinds[0]: runs trained again, unchanged, on another CPU kind (`again`) against their records; None without such runs."
+    rids = [rid for rid in sorted(again) if rid in records and _cpu_kind(again[rid]) != _cpu_kind(records[rid])]
+    if not rids or len({_cpu_kind(r) for rid in rids for r in (records[rid], again[rid])}) != 2: return None  # no single offset
+    kinds = [_cpu_kind(records[rids[0]]), _cpu_kind(again[rids[0]])]  # oriented as the first pair: trained again minus recorded
+    values = [round(100 * (again[rid]['miou'] - records[rid]['miou']) * (1 if _cpu_kind(again[rid]) == kinds[1] else -1), 6) for rid in rids]
+    mean, ci, _ = _interval(values)
+    return dict(runs=rids, kinds=kinds, values=values, mean=mean, ci95=ci)
+
+def _machine_reading(claim:dict, records:dict, offset:dict) -> dict:
+    "How a measured claim's pairs sit on CPU kinds, and how far the machine offset can move its mean: the offset's worst 95% end times the net share of pairs exposed to it."
+    straddling, exposure, kinds = 0, 0, set()
+    for pair in claim['pairs']:
+        on = {role: _cpu_kind(records[rid]) for role, (rid, _) in pair.items()}
+        kinds |= set(on.values()); straddling += len(set(on.values())) > 1
+        if offset: exposure += sum(_ROLE_SIGNS[role] * (kind == offset['kinds'][1]) for role, kind in on.items())
+    reading = dict(straddling=straddling, kinds=sorted(kinds))
+    if not straddling: return dict(reading, widen=0.0)
+    if offset is None or offset['ci95'] is None or not kinds <= set(offset['kinds']): return dict(reading, widen=None)  # flagged, not corrected
+    return dict(reading, widen=abs(exposure) / claim['n'] * max(abs(x) for x in offset['ci95']))
+
+def _primary_p(claim:dict, values, margin:float=_MARGIN) -> float:
+    "The p value a claim enters its Holm family with: TOST at +-`margin` for '=', the one-sided sign test otherwise."
+    return _tost_p(values, margin) if claim['direction'] == '=' else _sign_p(values, claim['direction'])
+
+def _axes(claim:dict, ci, p_holm) -> tuple:
+    "(sign verdict, size verdict, verdict) of a claim from its 95% interval and Holm-adjusted p."
+    if claim['direction'] == '=': return _equivalence(ci, p_holm)
+    return _two_axis(claim['direction'], claim['paper'], None if ci is None else (ci[0] + ci[1]) / 2, ci, p_holm)
+
+def _judge(claims:list, records:dict, plateau:dict, offset:dict) -> list:
+    "The claims of one dataset judged on both axes in one Holm family, with their plateau and machine flags; a machine-exposed verdict is recomputed with its mean moved by the offset's worst end, either way."
+    tested = [c for c in claims if c['ci95'] is not None]
+    raw = [_primary_p(c, c['values']) for c in tested]
+    adjusted, adjusted_1 = _holm(raw), _holm([_primary_p(c, c['values'], _MARGIN_SENSITIVITY) for c in tested])
+    holm = {c['id']: (p, q, q1) for c, p, q, q1 in zip(tested, raw, adjusted, adjusted_1)}
+    judged = []
+    for c in claims:
+        p, p_holm, p_holm_1 = holm.get(c['id'], (None, None, None))
+        names = sorted({records[rid]['config']['name'] for pair in c['pairs'] for rid, _ in pair.values()})
+        c = dict(c, p=p, p_holm=p_holm, ratio_ci95=None if c['direction'] == '=' else _ratio_interval(c['ci95'], c['paper']),
+                 **dict(zip(('sign', 'size', 'verdict'), ('not run',) * 3 if c['n'] == 0 else _axes(c, c['ci95'], p_holm))),
+                 paper_in_ci95=None if c['ci95'] is None or c['paper'] is None else bool(c['ci95'][0] <= c['paper'] <= c['ci95'][1]),
+                 plateau_fails=[name for name in names if not plateau[name]['holds']], machine=_machine_reading(c, records, offset))
+        if c['direction'] == '=' and p_holm_1 is not None: c.update(p_holm_margin_1=p_holm_1, equivalent_margin_1=bool(p_holm_1 < _ALPHA))
+        widen = c['machine']['widen']
+        if c['ci95'] is not None and widen:  # the verdict with the offset's worst end added to every exposed pair, in either direction
+            moved = []
+            for shift in (-widen, widen):
+                family = [_primary_p(t, [v + shift for v in t['values']]) if t['id'] == c['id'] else q for t, q in zip(tested, raw)]
+                moved.append(_axes(c, [c['ci95'][0] + shift, c['ci95'][1] + shift], _holm(family)[[t['id'] for t in tested].index(c['id'])])[2])
+            c['machine'].update(ci95_widened=[c['ci95'][0] - widen, c['ci95'][1] + widen], verdicts_moved=moved,
+                                robust=all(_kind(v) == _kind(c['verdict']) for v in moved))
+        else: c['machine'].update(ci95_widened=c['ci95'] if widen == 0 else None, verdicts_moved=None, robust=widen == 0)
+        if c['verdict'] == 'not resolved' and c['direction'] != '=' and c['n'] > 1: c['detectable'] = _detectable(c['values'])  # found 80% of the time
+        judged.append(c)
+    return judged
+
+_VERDICTS = ('reproduced', 'direction only', 'not reproduced', 'not resolved', 'not run')  # the verdicts' kinds, in the order they are counted
+
+def _kind(verdict:str) -> str:
+    "The kind of a verdict, one of _VERDICTS: 'direction only (17x)' is 'direction only'."
+    return next(kind for kind in _VERDICTS if verdict.startswith(kind))
+
+def _study_ledger(dataset:str, folder) -> tuple:
+    "(what the study on `dataset` rests on, its judged claims), from the records in `folder` and its machine_check/ subfolder."
+    folder = Path(folder)
+    study_runs = lambda runs: {rid: r for rid, r in runs.items() if _same_run(r['config'], _study_config(r['config']['name'], r['seed'], dataset))}
+    records = study_runs(load_records(folder)) if folder.exists() else {}  # a record made with other settings (a smoke test's steps=4) is left out
+    again = study_runs(load_records(folder / 'machine_check')) if (folder / 'machine_check').exists() else {}
+    plateau, offset = _plateaus(records), _machine_offset(records, again)
+    claims = [dict(_evaluate_claim(claim, records), dataset=dataset) for claim in CLAIMS]
+    facts = dict(folder=str(folder.relative_to(_REPO)) if folder.is_relative_to(_REPO) else str(folder), runs=len(records),
+                 steps=_study_config('baseline', dataset=dataset)['train']['steps'], seeds_recorded=_recorded_seeds(records),
+                 cpu_kinds=sorted({_cpu_kind(r) for r in records.values()}), convergence=_convergence(records),
+                 convergence_same_cpu=_convergence(records, again), plateau=plateau, machine_offset=offset)
+    return facts, _judge(claims, records, plateau, offset)
+
+def compute_claims(folders:dict=None) -> dict:
+    "The claims ledger (`data/results/claims.json`), computed from the run records alone: `folders` maps each dataset to its records (default: _study_dirs')."
+    folders = {dataset: _study_dirs(dataset)[0] for dataset in _DATASET_STUDIES} if folders is None else folders
+    studies, claims = {}, []
+    for dataset, folder in folders.items():
+        studies[dataset], judged = _study_ledger(dataset, folder)
+        claims += judged
+    bundled = studies.get('synthetic', {})
     return _plain(dict(
-        protocol=dict(steps=_STUDY_STEPS, seeds=list(_SEEDS), seeds_recorded=_recorded_seeds(records), model=_STUDY_DEFAULTS['model'], runs=len(records),
+        protocol=dict(date=_PROTOCOL_DATE, steps=bundled.get('steps'), seeds=list(_SEEDS), seeds_recorded=bundled.get('seeds_recorded'),
+                      model=_STUDY_DEFAULTS['model'], runs=bundled.get('runs'), convergence=bundled.get('convergence'),
                       confidence=f'{_CONFIDENCE:.0%} two-sided t interval over the paired per-seed differences (mIOU points, b - a)',
-                      equivalence=f"'=' claims: reproduced when the interval lies within +-{_EQUIVALENCE} point",
-                      convergence=_convergence(records)),
-        claims=[_evaluate_claim(claim, records) for claim in CLAIMS]))
+                      sign=f"one-sided paired t test in the paper's direction; Holm's correction over each dataset's claims, familywise {_ALPHA:.0%}",
+                      size=f'the 95% interval over the paper\'s effect; reproduced when it meets [{_SIZE_BAND[0]}, {_SIZE_BAND[1]}] and the sign holds, '
+                           'direction only when it lies outside, not reproduced when the interval excludes half the paper\'s effect',
+                      equivalence=f"'=' claims: TOST at +-{_MARGIN} point in the same Holm family (sensitivity: +-{_MARGIN_SENSITIVITY}); "
+                                  "an interval wholly below or above zero reads worse or better",
+                      plateau=f'a configuration whose validation mIOU rises by {_PLATEAU_RISE} point or more over the last quarter of training '
+                              '(mean of its seeds) fails the plateau test, and the claims using it say so',
+                      machines='a claim whose pairs straddle CPU kinds carries its interval widened by the machine offset measured on '
+                               'machine_check/ runs (the worst end of its 95% interval, times the net share of pairs exposed to it)',
+                      verdict_v1=f"the first protocol: the 95% interval's sign alone; '=' within +-{_EQUIVALENCE}"),
+        studies=studies, claims=claims))
 
 _CLAIMS_PATH = _REPO / 'data' / 'results' / 'claims.json'
 
-def write_claims(path=None, records=None) -> dict:
+def write_claims(path=None, folders:dict=None) -> dict:
     "Recompute the ledger from the records and write it (default: _CLAIMS_PATH)."
-    ledger = compute_claims(records)
+    ledger = compute_claims(folders)
     _write_json(Path(_CLAIMS_PATH if path is None else path), ledger)
     return ledger
 
@@ -503,19 +689,39 @@ def study_cli(names:str=None,  # comma-separated configurations (default: all of
             if root is not None: build_dataset(dataset, root, 'train')  # a wrong folder fails here, before any work
             run_study(names, seeds, jobs, threads, dataset=dataset, **({} if root is None else dict(root=root)))
         claims = write_claims()
-        print(f"claims ledger: {_CLAIMS_PATH} ({claims['protocol']['runs']} runs recorded; "
-              + ', '.join(f"{sum(c['verdict'] == v for c in claims['claims'])} {v}" for v in _VERDICTS) + ')')
+        for name, study in claims['studies'].items():
+            verdicts = [c['verdict'] for c in claims['claims'] if c['dataset'] == name]
+            print(f"claims ledger: {_CLAIMS_PATH}, {name} ({study['runs']} runs recorded in {study['folder']}; "
+                  + ', '.join(f"{sum(_kind(v) == kind for v in verdicts)} {kind}" for kind in _VERDICTS) + ')')
     except ValueError as e: sys.exit(f'deeplab_nb_study: error: {e}')
 
 # %% ../nbs/16_experiments.ipynb #80a2b368
-def ledger_table(ledger:dict) -> str:
-    "The claims ledger as aligned text: claim, source, the paper's effect, ours (mean [95% CI], n), verdict."
-    rows = [('claim', 'source', 'paper', 'ours: mean [95% CI]', 'n', 'verdict')]
-    for c in ledger['claims']:
+def _flags(claim:dict) -> str:
+    "A claim's flags, as the table shows them: configurations off their plateau, pairs that straddle CPU kinds, a note on the paper's number."
+    flags = [f"plateau fails: {', '.join(claim['plateau_fails'])}"] if claim.get('plateau_fails') else []
+    machine = claim.get('machine') or {}
+    if machine.get('straddling'):
+        flags.append(f"{machine['straddling']}/{claim['n']} pairs on two CPU kinds: " + (
+            'offset not measured' if machine['widen'] is None else 'offset cancels' if machine['widen'] == 0 else
+            f"+-{machine['widen']:.2f} -> [{machine['ci95_widened'][0]:+.2f}, {machine['ci95_widened'][1]:+.2f}]"
+            + ('' if machine['robust'] else f", would read {' / '.join(sorted({_kind(v) for v in machine['verdicts_moved']}))}")))
+    if claim.get('paper_note'): flags.append('paper: ' + claim['paper_note'].split(':')[0].split(',')[0])
+    return '; '.join(flags)
+
+def ledger_table(ledger:dict,
+                 dataset:str='synthetic',  # the study whose claims are shown
+                 flags:bool=True,  # the plateau, machine and paper-note column
+                ) -> str:
+    "The claims ledger of `dataset` as aligned text: the paper's effect, ours with its interval, ours / paper, the Holm-adjusted p, the verdict and the first protocol's."
+    rows = [('claim', 'paper', 'ours: mean [95% CI]', 'n', 'ours/paper [95% CI]', 'Holm p', 'verdict', 'v1 verdict') + (('flags',) if flags else ())]
+    for c in (c for c in ledger['claims'] if c['dataset'] == dataset):
         ours = '-' if c['mean'] is None else f"{c['mean']:+.2f}" + ('' if c['ci95'] is None else f" [{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]")
         paper = 'n/a' if c['paper'] is None else f"{c['paper']:+.2f}" + (' (=)' if c['direction'] == '=' else '')
+        ratio = '' if not c.get('ratio_ci95') else f"{c['mean'] / c['paper']:.2f} [{c['ratio_ci95'][0]:.2f}, {c['ratio_ci95'][1]:.2f}]"
+        holm = '' if c.get('p_holm') is None else f"{c['p_holm']:.3f}" + (' (=)' if c['direction'] == '=' else '')
         shown = c['verdict'] + (f" (could detect {c['detectable']:.1f})" if 'detectable' in c else '')
+        if c['direction'] == '=' and 'equivalent_margin_1' in c: shown += f", {'' if c['equivalent_margin_1'] else 'not '}within +-1"
         if 0 < c['n'] < len(ledger['protocol']['seeds']): shown += f", provisional ({c['n']} of {len(ledger['protocol']['seeds'])} seeds)"
-        rows.append((c['id'], c['source'], paper, ours, str(c['n']), shown))
+        rows.append((c['id'], paper, ours, str(c['n']), ratio, holm, shown, c['verdict_v1']) + ((_flags(c),) if flags else ()))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return '\n'.join('  '.join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
