@@ -6,8 +6,8 @@
 nbdev's own `nbdev_docs` needs Quarto, which cannot be installed offline; users who have Quarto can still run it
 (nbs/_quarto.yml and nbs/nbdev.yml are kept). This script uses the same processing step (`nbdev.serve.proc_nbs`:
 directives, `show_doc` for every exported symbol, hidden cells removed) and hands the result to Sphinx instead, with
-what a learner reading the site needs: the exported code on the page (long cells folded behind a toggle that names
-what is inside), chapter numbers from the file names (`05_aspp` -> 5, `14c_cpu` -> 14c), figures with captions and
+what a learner reading the site needs: the exported code on the page (a chapter's main definitions always in view,
+other long cells and `#|fold` cells folded behind a toggle that names what is inside), chapter numbers from the file names (`05_aspp` -> 5, `14c_cpu` -> 14c), figures with captions and
 alt text taken from the notebook, an API reference page and a general index, and the *source* notebook (from
 `nbs/`, cleaned) as each page's download.
 """
@@ -18,8 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 WIDGET_MIME = 'application/vnd.jupyter.widget-view+json'
 WIDGET_NOTE = ('*Interactive widget: run this notebook in Jupyter to use it. '
                'The static figure on this page shows the same idea.*')
-FOLD_LINES = 25      # a code cell longer than this is folded behind a toggle that says what is inside
+FOLD_LINES = 25      # a code cell longer than this is folded behind a toggle that says what is inside...
+CORE_TAG = 'core'    # ...unless it is a chapter's main definition (`#|core`, or named by the index's map): never folded
+FOLD_TAG = 'fold'    # `#|fold`: plumbing a reader can skip (argument checks, error-path tests), folded at any length
 EXPORT_TAG = 'nbdev-export'
+PAPER_MAP = '## Where each idea of the paper lives'  # the index's table: paper -> chapter -> `deeplab_nb.module.name`
 API_PAGE = 'api'
 
 
@@ -64,8 +67,10 @@ def _keep_exported_source():
     if getattr(procs.rm_export, 'keeps_source', False): return
     def rm_export(cell):
         directives = set(cell.directives_ or {})
-        if directives & {'default_exp', 'hide'}: del cell['source']
-        elif directives & {'export', 'exports', 'exporti'}: cell.metadata.setdefault('tags', []).append(EXPORT_TAG)
+        if directives & {'default_exp', 'hide'}: del cell['source']; return
+        tags = cell.metadata.setdefault('tags', [])
+        if directives & {'export', 'exports', 'exporti'}: tags.append(EXPORT_TAG)
+        tags += sorted(directives & {CORE_TAG, FOLD_TAG})  # myst-nb writes them as classes: div.cell.tag_core
     rm_export.keeps_source = True
     procs.rm_export = rm_export  # `FilterDefaults.base_procs` looks the name up when proc_nbs runs
 
@@ -118,6 +123,31 @@ def process_notebooks(proc: Path):
 def chapter_order(proc: Path):
     "Chapters in the order a reader learns them: the notebooks' prefixes (`14_...` < `14a_...` < `14b_...` < `15_...`)."
     return sorted((p.stem for p in proc.glob('*.ipynb') if p.stem != 'index'), key=lambda stem: (chapter_number(stem) is None, _chapter_key(stem)))
+
+
+SIDEBAR_GROUPS = ('Core', 'Measured', 'Training', 'Study', 'Tools')  # the sidebar's captions, in this order
+
+
+def chapter_group(stem):
+    """The sidebar group of a chapter, by a rule on its number so that a new notebook finds its place: 01-07 the
+    model idea by idea (Core), their lettered side chapters and 08 (Measured), 09-14 with theirs (Training: data,
+    metrics, inference, the protocol and its engine), 15 and its appendices (Tools: the command line, runners), 16 and
+    later with theirs (Study: the experiments, other datasets)."""
+    m = re.match(r'(\d+)([a-z]?)_', stem)
+    if not m: return 'Tools'
+    number, letter = int(m.group(1)), m.group(2)
+    if number <= 7: return 'Measured' if letter else 'Core'
+    if number == 8: return 'Measured'
+    if number <= 14: return 'Training'
+    return 'Tools' if number == 15 else 'Study'
+
+
+def _toctrees(chapters):
+    "One hidden toctree per sidebar group, captioned, in SIDEBAR_GROUPS order; the API reference and index under Tools."
+    groups = {group: [stem for stem in chapters if chapter_group(stem) == group] for group in SIDEBAR_GROUPS}
+    groups['Tools'] += [API_PAGE, 'genindex']
+    return [_md_cell(f'```{{toctree}}\n:hidden:\n:caption: {group}\n:maxdepth: 1\n\n' + '\n'.join(stems) + '\n```\n')
+            for group, stems in groups.items() if stems]
 
 
 def chapter_number(stem):
@@ -222,9 +252,27 @@ def _defined_names(source):
     return names
 
 
+def paper_map():
+    """The index's map of the paper, `[(chapter stem, name)]`: the definition each idea lives in (a chapter's main
+    definitions; `tests/test_structure.py` checks that each exists where the map says)."""
+    nb = json.loads((ROOT/'nbs'/'index.ipynb').read_text())
+    text = '\n'.join(''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'markdown')
+    section = text.split(PAPER_MAP, 1)[1].split('\n## ', 1)[0] if PAPER_MAP in text else ''
+    return re.findall(r'\]\((\w+)\.ipynb\) \| `deeplab_nb\.\w+\.(\w+)` \|$', section, re.M)
+
+
+def folds(source, tags, main_names=()):
+    """Whether a code cell is folded on the page: `#|fold` always; a main definition (`#|core`, or a cell defining a
+    name of `main_names`, the chapter's names in the index's map) never; any other cell when over FOLD_LINES lines."""
+    if 'remove-input' in tags or CORE_TAG in tags or set(_defined_names(source)) & set(main_names): return False
+    return FOLD_TAG in tags or len(source.strip().splitlines()) > FOLD_LINES
+
+
 def _fold_prompt(source, exported):
     "What a folded cell's toggle says: `Show the code of Decoder (38 lines)`, `Show the test (31 lines)`."
     n = len(source.strip().splitlines())
+    answer = re.match(r'#\s*(Answer \d+)', source.strip())  # an exercise's answer (`#|fold`, first line `# Answer 1: ...`)
+    if answer: return f'Show {answer.group(1).lower()}', f'Hide {answer.group(1).lower()}'
     defs = [d for d in _defined_names(source) if not d.startswith('_')] or _defined_names(source)
     if exported and defs:
         shown = ', '.join(defs[:3]) + (f' and {len(defs) - 3} more' if len(defs) > 3 else '')
@@ -325,6 +373,7 @@ def adapt_for_sphinx(nb_path: Path, chapters=None, pages=None):
     module = _default_exp(nb_path.stem)
     public = set(public_names(module)) if module else set()
     number = chapter_number(nb_path.stem)
+    main_names = [name for stem, name in paper_map() if stem == nb_path.stem]
     cells, previous_markdown, extra = [], '', []
     for cell in nb['cells']:
         cell.pop('has_sd', None)  # nbdev's mark on the show_doc cells it adds: not nbformat (myst-nb's validation logs an error)
@@ -343,7 +392,7 @@ def adapt_for_sphinx(nb_path: Path, chapters=None, pages=None):
             meta = cell['metadata']
             exported = EXPORT_TAG in meta.get('tags', [])
             source = cell['source']
-            if 'remove-input' not in meta['tags'] and len(source.strip().splitlines()) > FOLD_LINES:
+            if folds(source, meta['tags'], main_names):
                 meta['tags'].append('hide-input')
                 show, hide = _fold_prompt(source, exported)
                 meta.setdefault('mystnb', {}).update(code_prompt_show=show, code_prompt_hide=hide)
@@ -377,8 +426,8 @@ def adapt_for_sphinx(nb_path: Path, chapters=None, pages=None):
         cells.append(cell)
         cells += extra; extra = []
     cells = _docs_before_code(cells)
-    if chapters is not None:   # the navigation follows the notebook order; then the API reference and the index
-        cells.append(_md_cell('```{toctree}\n:hidden:\n:maxdepth: 1\n\n' + '\n'.join(chapters + [API_PAGE, 'genindex']) + '\n```\n'))
+    if chapters is not None:   # the navigation: the chapters in notebook order, grouped (SIDEBAR_GROUPS)
+        cells += _toctrees(chapters)
     nb['cells'] = cells
     nb.get('metadata', {}).pop('widgets', None)
     nb_path.write_text(json.dumps(nb, indent=1))
@@ -423,11 +472,21 @@ def _docs_before_code(cells):
                 name = _show_doc_name(c) if c['cell_type'] == 'code' else None
                 if is_target or (name and name.split('.')[0] in defined): docs.append(c); j += 1
                 else: break
+            if 'hide-input' not in cell['metadata'].get('tags', []): docs = [_without_signature(c) for c in docs]
             out += docs + [cell]
             i = j
         else:
             out.append(cell); i += 1
     return out
+
+
+def _without_signature(cell):
+    """A show_doc entry above code that is in view (not folded) keeps its heading, anchor and docstring but not the
+    signature: the code right below shows it, and twice on one screen reads as a slip."""
+    for o in cell.get('outputs', []):
+        md = o.get('data', {}).get('text/markdown')
+        if md: o['data']['text/markdown'] = re.sub(r'```python\n(?:async def|def|class) .*?```\n*', '', ''.join(md), flags=re.S)
+    return cell
 
 
 def api_page(proc: Path, chapters):
@@ -528,7 +587,7 @@ def readme_text(proc: Path):
         elif cell['cell_type'] == 'markdown': parts.append(''.join(cell['source']).strip())
         elif cell['cell_type'] == 'code':
             src = ''.join(cell['source']).strip()
-            if src: parts.append('```python\n' + src + '\n```')
+            if src and not re.match(r'#\|\s*echo:\s*false', src): parts.append('```python\n' + src + '\n```')  # echo: its output only
             parts += _outputs_md(cell)
     text = '\n\n'.join(p for p in parts if p) + '\n'
     text = re.sub(r'\]\((\d\d[a-z]?_\w+\.ipynb)\)', r'](nbs/\1)', text)  # chapter links from the repository root (14c_cpu too)

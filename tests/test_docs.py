@@ -12,7 +12,9 @@ exported code and the tests on the page (long ones folded behind a toggle that n
 with no `$` left over, the column width and how many code cells scroll sideways, wide tables in their own scroll box,
 figures at their size with caption, alt text and a link to the full image, chapter numbers, copy buttons, widgets with
 a static figure, the API page and the index, search finding a definition first, and a downloaded chapter that runs.
-Screenshots of three pages at both widths go to `artifacts/`.
+Screenshots of three pages at both widths go to `artifacts/`. Since issue 31 it also measures, in the browser, the
+characters on each wrapped line of prose (median at most 90), the code's font size (13-14 px), the sidebar's groups
+(Core, Measured, Training, Study, Tools, by `docs/build.py`'s rule) and that no main definition is folded.
 """
 import functools, http.server, json, os, re, shutil, sys, threading
 from pathlib import Path
@@ -258,8 +260,45 @@ READER_JS = r"""() => {
           tables, figs, dollars, pageWidth: document.documentElement.scrollWidth,
           code: [...art.querySelectorAll('div.cell_input')].map(e => e.textContent).join('\n'),
           copy: art.querySelectorAll('button.copybtn').length,
-          sidebar: [...document.querySelectorAll('.bd-sidebar-primary nav a.reference')].map(a => a.innerText.trim())};
+          sidebar: [...document.querySelectorAll('.bd-sidebar-primary nav a.reference')].map(a => a.innerText.trim()),
+          groups: [...document.querySelectorAll('.bd-sidebar-primary nav p.caption')].map(c => [c.textContent.trim(),
+              [...(c.nextElementSibling || document.createElement('ul')).querySelectorAll(':scope > li > a.reference')].map(a => a.innerText.trim())]),
+          codeFont: cells.length ? parseFloat(getComputedStyle(cells[0]).fontSize) : null,
+          prose: firstLines(art),
+          folded: [...art.querySelectorAll('div.cell_input pre')].filter(p => p.closest('details')).map(p => p.innerText),
+          coreFolded: art.querySelectorAll('div.cell.tag_core details').length};
 }"""
+
+# Characters on the first line of every paragraph and list item of prose that wraps (outside tables, outputs, code and
+# folds), counted in the browser one character at a time: what a reader's eye travels along a line. An equation counts
+# as one character, so a line with math reads as shorter than it is (the measure is a lower bound there).
+FIRST_LINES_JS = r"""const firstLines = function (art) {
+  const counts = [];
+  for (const p of art.querySelectorAll('p, li')) {
+    if (p.closest('table, .cell_output, pre, figure, nav, li li, details') || (p.tagName === 'LI' && p.querySelector('p'))) continue;
+    const walker = document.createTreeWalker(p, NodeFilter.SHOW_TEXT);
+    let top = null, count = 0, wrapped = false;
+    outer: for (let n; (n = walker.nextNode());) {
+      if (n.parentElement.closest('mjx-container')) { count += 1; continue; }
+      for (let i = 0; i < n.length; i++) {
+        const r = document.createRange(); r.setStart(n, i); r.setEnd(n, i + 1);
+        const rect = r.getClientRects()[0]; if (!rect) continue;
+        if (top === null) top = rect.top;
+        if (rect.top > top + 4) { wrapped = true; break outer; }
+        count += 1;
+      }
+    }
+    if (wrapped) counts.push(count);
+  }
+  return counts;
+};"""
+READER_JS = READER_JS.replace('() => {', '() => {\n' + FIRST_LINES_JS, 1)
+PROSE_LINE_MEDIAN, PROSE_LINE_MAX = 90, 100   # characters a line: readable prose runs 60-90 (issue 31: it was 121-127)
+
+
+def _main_definition(name):
+    "A regex for the line that defines `name` in a code cell."
+    return re.compile(rf'^(?:class|def) {name}\b|^{name}\s*[:=]', re.M)
 
 
 def test_as_a_learner_reads_it(site):
@@ -272,9 +311,12 @@ def test_as_a_learner_reads_it(site):
     names = ['index'] + chapters
     ARTIFACTS.mkdir(exist_ok=True)
     total_cells = total_scrolling = 0
+    prose = []
+    main = build.paper_map()
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=['--no-sandbox', '--disable-gpu', '--disable-quic'])
         wide = browser.new_page(viewport={'width': 1440, 'height': 900})
+        wide.set_default_timeout(120_000)  # the longest pages (16) take over 30 s to load on a busy two-core machine
         for name in names:
             wide.goto(urljoin(base, f'{name}.html'), wait_until='load')
             if '$' in markdown_text(ROOT/'nbs'/f'{name}.ipynb'):
@@ -284,6 +326,21 @@ def test_as_a_learner_reads_it(site):
             # a column for reading code: >= 1,000 px at 1,440 (issue 14; it was ~688)
             assert r['column'] >= 1000, f'{name}: content column {r["column"]} px at 1440'
             total_cells += r['cells']; total_scrolling += r['scrolling']
+            # typography (issue 31): prose at a reading measure, code at 13-14 px
+            if r['prose']:
+                assert sorted(r['prose'])[len(r['prose']) // 2] <= PROSE_LINE_MEDIAN, f'{name}: prose median {sorted(r["prose"])[len(r["prose"]) // 2]} characters a line'
+                prose += r['prose']
+            if r['codeFont'] is not None: assert 13 <= r['codeFont'] <= 14, f'{name}: code at {r["codeFont"]} px'
+            # a chapter's main definitions (named by the index's map, or `#|core`) are never folded
+            assert not r['coreFolded'], f'{name}: a #|core cell is folded'
+            folded_main = [n for stem, n in main if stem == name and any(_main_definition(n).search(code) for code in r['folded'])]
+            assert not folded_main, f'{name}: the main definition of {folded_main} is folded'
+            # the sidebar: the chapters grouped as docs/build.py's rule says, the groups in their order
+            assert [g for g, _ in r['groups']] == [g for g in build.SIDEBAR_GROUPS if g == 'Tools' or any(build.chapter_group(c) == g for c in chapters)], r['groups']
+            for group, titles in r['groups']:
+                for stem in chapters:
+                    if build.chapter_group(stem) == group:
+                        assert any(t.startswith(f'{build.chapter_number(stem)}. ') for t in titles), f'{stem} not under {group}: {titles}'
             # wide tables scroll inside their own box, never cut at the column's edge
             for sw, cw, overflow, over_edge in r['tables']:
                 assert over_edge <= 1, f'{name}: a table runs {over_edge:.0f} px past the column'
@@ -313,18 +370,29 @@ def test_as_a_learner_reads_it(site):
                 !!c.querySelector('img') || (i > 0 && !!cells[i - 1].querySelector('img'))]).filter(x => x[0] && !x[1])""")
             assert not notes, f'{name}: a widget with no static figure beside it'
             if name in SHOT_PAGES: wide.screenshot(path=str(ARTIFACTS/f'docs-{name}-1440.png'))
+        prose.sort()
+        assert prose[len(prose) // 2] <= PROSE_LINE_MEDIAN and prose[-1] <= PROSE_LINE_MAX, \
+            f'prose lines: median {prose[len(prose) // 2]}, longest {prose[-1]} characters (of {len(prose)} paragraphs)'
+        print(f'prose: {len(prose)} wrapped paragraphs, first line median {prose[len(prose) // 2]}, longest {prose[-1]} characters')
         # fewer than 10% of code cells scroll sideways at 1440 (issue 14; it was 301 of 319)
         assert total_scrolling < 0.10 * total_cells, f'{total_scrolling} of {total_cells} code cells scroll sideways at 1440 px'
 
-        # folded code: 05's ASPP module behind a toggle that says what is inside; opening it shows the class
+        # the core in view, the plumbing folded: 05's ASPP class is on the page unfolded (48 lines); 01's argument checks
+        # sit behind a toggle that says what is inside, and opening it shows them
         wide.goto(urljoin(base, '05_aspp.html'), wait_until='load')
+        aspp = wide.locator('article div.cell_input pre', has_text=re.compile(r'^class ASPP\b', re.M)).first
+        assert aspp.is_visible(), "05: ASPP's code is not in view"
+        # a signature is shown once: the API entry above code in view keeps its heading and docstring, not the signature
+        assert wide.locator('article').inner_text().count('def aspp_rates(') == 1, "05: aspp_rates' signature is shown twice"
+        wide.goto(urljoin(base, '01_atrous.html'), wait_until='load')
         toggles = wide.locator('article details summary').all_inner_texts()
         assert any(re.match(r'Show the (code|test)', t) for t in toggles), toggles[:5]
-        fold = wide.locator('article details', has=wide.locator('summary', has_text=re.compile(r'Show the code of ASPP\b'))).first
-        assert re.search(r'Show the code of ASPP \(\d+ lines\)', fold.locator('summary').inner_text())
+        fold = wide.locator('article details', has=wide.locator('summary', has_text=re.compile(r'_check_atrous_conv2d'))).first
+        assert re.search(r'Show the code of .*_check_atrous_conv2d \(\d+ lines\)', fold.locator('summary').inner_text())
         assert not fold.locator('pre').is_visible()
         fold.locator('summary').click()
-        assert fold.locator('pre').is_visible() and 'class ASPP' in fold.locator('pre').inner_text()
+        assert fold.locator('pre').is_visible() and 'def _check_atrous_conv2d' in fold.locator('pre').inner_text()
+        assert wide.locator('article div.cell_input pre', has_text=re.compile(r'^def atrous_conv2d\b', re.M)).first.is_visible()
 
         # the API reference: every public name, grouped by module, each linking to its chapter's definition
         wide.goto(urljoin(base, f'{build.API_PAGE}.html'), wait_until='load')
@@ -350,6 +418,7 @@ def test_as_a_learner_reads_it(site):
 
         # a phone: the page never scrolls sideways; screenshots
         phone = browser.new_page(viewport={'width': 390, 'height': 844})
+        phone.set_default_timeout(120_000)
         for name in names + [build.API_PAGE]:
             phone.goto(urljoin(base, f'{name}.html'), wait_until='load')
             width = phone.evaluate('() => document.documentElement.scrollWidth')
