@@ -643,3 +643,13 @@ register_weights(
     recipe='deeplab_nb_train --steps 16000 (every other option the default), then deeplab_nb_export: the bundled job of '
            'chapter 14d; its run directory is data/results/default_run/ in the repository (COMMAND.md there)',
     licence='Apache-2.0, as the library: the bundled data are drawn by its own code (chapter 11), no third-party images')
+register_weights(
+    'camvid', 'deeplabv3plus_xception_tiny', 'deeplabv3plus_xception_tiny-camvid.pt',
+    sha256='a4135b32137bffa4460897f1002acc537f0354d12f46b0c7b4ecdc1eb0eb94e8', dataset='camvid',
+    metrics=dict(miou=0.4488378467194058, pixel_accuracy=0.8493967056274414, dataset='camvid', split='test', num_images=233,
+                 output_stride=16, scales=(1.0,)),
+    recipe='the CamVid study\'s baseline, seed 0 (chapter 17): deeplab_nb_study --dataset camvid --root <CamVid/> --names baseline '
+           '--seeds 0, from random weights on the 367 train frames, 8,000 steps, crop 193, batch 8; its record is '
+           'data/results/camvid/baseline-seed0.json in the repository',
+    licence='research and personal use only (CC BY-NC 4.0): trained on CamVid (Brostow, Fauqueur and Cipolla 2009), '
+            'whose licence these weights inherit')

@@ -76,3 +76,13 @@ def test_real_camvid_split_files_agree_with_the_folders():
     for split in CAMVID_SPLITS:
         listed = sorted(CamVid(CAMVID, split).ids)
         assert listed == sorted(p.stem for p in (CAMVID / split).glob('*.png'))
+
+
+@needs_camvid
+def test_the_shipped_camvid_model_rescores_to_its_number(tmp_path):
+    "deeplab_nb_eval camvid on the real test split gives the registered mIOU (the tools score a BN-folded copy: 5e-5)."
+    from deeplab_nb.training import WEIGHTS
+    out = tmp_path / 'camvid.json'
+    script('deeplab_nb_eval', 'camvid', '--dataset', 'camvid', '--root', CAMVID, '--split', 'test', '--output', out, '--quiet')
+    scored = json.loads(out.read_text())
+    assert scored['num_images'] == 233 and abs(scored['miou'] - WEIGHTS['camvid'].metrics['miou']) < 5e-5
