@@ -97,3 +97,34 @@ def test_each_idea_of_the_paper_has_one_chapter_and_one_definition():
         assert name in mod.__all__, f'deeplab_nb.{module}.{name} is not a public name of its module'
         obj = getattr(mod, name)
         assert getattr(obj, '__module__', mod.__name__) == mod.__name__, f'{name} is defined in {obj.__module__}, not {module}'
+
+
+def reading_path() -> list:
+    "The core chapters in the index's reading order ('Read the core in this order', a numbered list of links)."
+    index = json.loads((ROOT / 'nbs' / 'index.ipynb').read_text())
+    text = next(''.join(c['source']) for c in index['cells'] if 'Read the core in this order' in ''.join(c['source']))
+    path = text.split('Read the core in this order', 1)[1].split('\n\n')[1]
+    return re.findall(r'^\d+\. \[[^\]]+\]\(([\w.]+\.ipynb)\)', path, re.M)
+
+
+def test_core_chapters_end_with_checked_exercises():
+    "Each chapter of the reading path ends (before an optional Provenance section) with 3-5 exercises, each answered by a folded cell that checks."
+    path = reading_path()
+    assert path[:2] == ['01_atrous.ipynb', '02_separable.ipynb'] and len(path) >= 8, path  # the index's list, read right
+    problems = []
+    for name in path:
+        cells = json.loads((ROOT / 'nbs' / name).read_text())['cells']
+        sections = [i for i, c in enumerate(cells) if c['cell_type'] == 'markdown' and ''.join(c['source']).startswith('## ')]
+        starts = [i for i in sections if ''.join(cells[i]['source']).startswith('## Exercises')]
+        if not starts: problems.append(f'{name}: no "## Exercises" section'); continue
+        later = [''.join(cells[i]['source']).split('\n')[0] for i in sections if i > starts[-1]]
+        if any(not title.startswith('## Provenance') for title in later): problems.append(f'{name}: sections after the exercises: {later}')
+        end = min([i for i in sections if i > starts[-1]], default=len(cells))
+        section = cells[starts[-1]:end]
+        questions = sum(len(re.findall(r'^\d+\. ', ''.join(c['source']), re.M)) for c in section if c['cell_type'] == 'markdown')
+        answers = [''.join(c['source']) for c in section if c['cell_type'] == 'code' and not ''.join(c['source']).startswith('#|hide')]
+        checked = [a for a in answers if a.startswith('#|fold') and re.search(r'\b(test_eq|test_close|test_fail|assert)\b', a)]
+        if not 3 <= questions <= 5: problems.append(f'{name}: {questions} exercises (want 3-5)')
+        if len(checked) != len(answers) or len(answers) < questions:
+            problems.append(f'{name}: {questions} exercises, {len(answers)} answer cells, {len(checked)} folded and checking')
+    assert not problems, problems
