@@ -83,7 +83,7 @@ def _check_config(config):
 class TrainConfig:
     "Everything that defines a training run, as plain values; defaults: the paper's optimiser, the bundled CPU job's model and data."
     model: str = 'deeplabv3plus_xception_tiny'  # a name in `deeplab_nb.model.MODELS`
-    dataset: str = 'synthetic'  # synthetic (bundled), voc, voc_aug, cityscapes or folder
+    dataset: str = 'synthetic'  # synthetic (bundled), voc, voc_aug, sbd, cityscapes, camvid or folder (chapter 09)
     root: str = None            # dataset root (None: the bundled synthetic data); voc/voc_aug: the folder containing VOCdevkit
     sbd_root: str = None        # voc_aug only: the folder containing SBD's `dataset/cls`
     train_split: str = 'train'  # split to train on

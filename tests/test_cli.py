@@ -54,6 +54,9 @@ def test_every_config_field_is_a_train_option():
         shown = ' '.join(comments[f.name].split()) + ('' if f.default is None else f' (default: {f.default})')
         assert shown in text, f'--{f.name}: help and default not shown as {shown!r}'
     for own in ('--resume', '--overwrite', '--classes', '--quiet', '--debug'): assert own in text
+    from deeplab_nb.data import DATASETS
+    listed = set(comments['dataset'].replace(',', ' ').split())
+    assert set(DATASETS) <= listed, f"--dataset's help omits {sorted(set(DATASETS) - listed)}: list them in TrainConfig's comment"
 
 
 def test_train_writes_a_run(run):
