@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from deeplab_nb.cpu import export_onnx, for_cpu, _median_times, native_bf16, _peak_rate, _yardsticks
-from deeplab_nb.experiments import _cpu_model
+from deeplab_nb.study_runner import _cpu_model
 from deeplab_nb.model import build_model
 from deeplab_nb.resnet import _randomize_batchnorm
 from deeplab_nb.separable import count_madds

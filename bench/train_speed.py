@@ -12,7 +12,7 @@ Run it on an idle machine: `python bench/train_speed.py [--out data/results/trai
 import argparse, json, multiprocessing as mp, os, platform, statistics, tempfile, time
 import torch
 import deeplab_nb
-from deeplab_nb.experiments import _cpu_model  # the study records the CPU the same way
+from deeplab_nb.study_runner import _cpu_model  # the study records the CPU the same way
 from deeplab_nb.training import TrainConfig, Trainer
 
 VARIANTS = {  # name -> TrainConfig changes from the defaults

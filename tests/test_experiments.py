@@ -1,20 +1,25 @@
-"""The ablation study (16_experiments): the committed ledger is what the committed records give, its tests are scipy's
-and its Holm correction the sequential procedure's, every record was made by a configuration that is in the code now
-(its parameter count and Multiply-Adds re-derived from a model built from it), a baseline record's first losses come
-back when its run is started again, and the runner's command line."""
+"""The ablation study (run by 15a_study_runner, judged by 16_experiments): the committed ledger is what the committed
+records give, its tests are scipy's and its Holm correction the sequential procedure's, every record was made by a
+configuration that is in the code now (its parameter count and Multiply-Adds re-derived from a model built from it), a
+baseline record's first losses come back when its run is started again, and the runner's command line."""
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from scipy import stats
 
-from deeplab_nb.experiments import (_ALPHA, _cpu_kind, _CLAIMS_PATH, _MARGIN, _RECORDS, STUDY, compute_claims, _inference_madds, load_records,
-                                    _run_id, _study_config, _study_trainer)
+from deeplab_nb.experiments import _ALPHA, _CLAIMS_PATH, _MARGIN, compute_claims
+from deeplab_nb.study_runner import (_cpu_kind, _RECORDS, STUDY, _inference_madds, load_records, _run_id, _study_config,
+                                     _study_trainer)
 from deeplab_nb.model import build_model
 from deeplab_nb.separable import count_params
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_ledger_is_computed_from_the_records():
@@ -90,3 +95,39 @@ def test_study_cli():
     bad = subprocess.run(['deeplab_nb_study', '--names', 'baseline,nope'], capture_output=True, text=True)
     assert bad.returncode != 0 and "deeplab_nb_study: error: unknown configuration 'nope'" in bad.stderr
     assert 'Traceback' not in bad.stderr
+    # the module runs as a script too (`python -m deeplab_nb.experiments`), the CamVid study included
+    module = subprocess.run([sys.executable, '-m', 'deeplab_nb.experiments', '--status', '--seeds', '0', '--dataset', 'camvid'],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert module.returncode == 0, module.stderr
+    assert [line.split()[0] for line in module.stdout.splitlines()] == [_run_id(name, 0) for name in STUDY]
+
+
+# The harness of the study: chapter 15a defines it, chapter 16 only imports it (issue 31)
+HARNESS = ('STUDY', '_STUDY_DEFAULTS', '_DATASET_STUDIES', '_study_config', '_study_dirs', '_inference_madds', '_inference_sweep',
+           '_study_trainer', 'study_run', '_cpu_kind', '_write_json', '_locked', '_run_locked', 'study_status', 'run_study',
+           'load_records')
+
+
+def _cells(stem):
+    return json.loads((ROOT / 'nbs' / f'{stem}.ipynb').read_text())['cells']
+
+
+def _defines(source, name):
+    return re.search(rf'^(?:def|class) {name}\b|^{name}\s*=', source, re.M)
+
+
+def test_chapter_16_shows_results_first_and_the_harness_lives_in_15a():
+    """Chapter 16 shows a result read from the records within its first ten cells; none of its markdown paragraphs
+    (blocks between blank lines) runs past 1,000 characters; the harness is exported by 15a, and 16 defines none of it."""
+    cells = _cells('16_experiments')
+    first = [i for i, c in enumerate(cells[:10]) if c['cell_type'] == 'code' and c.get('outputs')
+             and re.search(r'load_records\(|_CLAIMS_PATH', ''.join(c['source']))]
+    assert first, 'none of the first ten cells of 16 shows a result read from the records'
+    long = [(i, len(p), p[:60]) for i, c in enumerate(cells) if c['cell_type'] == 'markdown'
+            for p in re.split(r'\n\s*\n', ''.join(c['source'])) if len(p) > 1000]
+    assert not long, f'markdown paragraphs of 16 over 1,000 characters: {long}'
+    code16 = [''.join(c['source']) for c in cells if c['cell_type'] == 'code']
+    code15a = [''.join(c['source']) for c in _cells('15a_study_runner') if c['cell_type'] == 'code']
+    for name in HARNESS:
+        assert not any(_defines(s, name) for s in code16), f'16 defines {name}: the harness lives in 15a'
+        assert any(_defines(s, name) and s.startswith('#|export') for s in code15a), f'15a does not export {name}'
