@@ -86,3 +86,25 @@ def test_the_shipped_camvid_model_rescores_to_its_number(tmp_path):
     script('deeplab_nb_eval', 'camvid', '--dataset', 'camvid', '--root', CAMVID, '--split', 'test', '--output', out, '--quiet')
     scored = json.loads(out.read_text())
     assert scored['num_images'] == 233 and abs(scored['miou'] - WEIGHTS['camvid'].metrics['miou']) < 5e-5
+
+
+@needs_camvid
+def test_camvid_records_replay_on_the_cpu_kind_they_name(tmp_path):
+    "A CamVid run's first five losses replay bit-equal here when this CPU is the kind (model name + ISA flags) its record names."
+    import torch
+    from deeplab_nb.study_runner import _cpu_kind, _study_dirs, _study_trainer, load_records
+    records = load_records(_study_dirs('camvid')[0])
+    here = sorted(rid for rid, r in records.items() if _cpu_kind(r) == _cpu_kind())
+    if not here: pytest.skip(f'no CamVid record was made on this kind of CPU ({_cpu_kind()})')
+    # a record whose flags were added after the run (cpu_flags_source) first: its flags rest on this replay
+    rid = sorted(here, key=lambda rid: 'cpu_flags_source' not in records[rid])[0]
+    record = records[rid]
+    config = {**record['config'], 'train': {**record['config']['train'], 'root': str(CAMVID)}}  # this clone's copy of CamVid
+    previous = torch.get_num_threads()
+    torch.set_num_threads(record['threads'])  # the recorded run's summation order
+    try:
+        trainer = _study_trainer(config, tmp_path / rid, progress=False)
+        losses = [trainer.step()['loss'] for _ in range(5)]
+    finally: torch.set_num_threads(previous)
+    # same code, data order, seed and kernels: equal to float32 rounding (1e-5 relative); another kind differs by step 4
+    assert losses == pytest.approx(record['losses']['first'][:5], rel=1e-5), rid
