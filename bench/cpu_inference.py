@@ -36,6 +36,13 @@ def yardsticks():
     return {'fp32': _yardsticks(torch.float32), **({'bf16': _yardsticks(torch.bfloat16)} if native_bf16() else {})}
 
 
+def ort_session(path, threads):
+    "An ONNX Runtime session of the .onnx file `path` on the CPU, with `threads` intra-op threads."
+    import onnxruntime
+    options = onnxruntime.SessionOptions(); options.intra_op_num_threads = threads
+    return onnxruntime.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
+
+
 def extra_yardsticks(folder, threads, channels=1024, side=64, channels_3x3=256):
     """fp32 kernels beyond chapter 14c's two (torch's sgemm, oneDNN's large 1x1 convolution): oneDNN's 3x3 convolution
     (256 channels, the ResNet's most common 3x3) and, where ONNX Runtime is installed, its own kernels (MLAS) on the same
@@ -49,13 +56,11 @@ def extra_yardsticks(folder, threads, channels=1024, side=64, channels_3x3=256):
     name3 = f'fp32 conv3x3 {channels_3x3}ch {side}^2'
     out = {name3: ((lambda: convs[name3](images[name3])), flop[name3])}
     if importlib.util.find_spec('onnxruntime'):
-        import onnxruntime
-        options = onnxruntime.SessionOptions(); options.intra_op_num_threads = threads
         for k, (name, conv) in enumerate(convs.items()):
             path = Path(folder) / f'yardstick_{k}.onnx'
             with torch.no_grad():
                 torch.onnx.export(conv, (images[name],), str(path), dynamo=True, input_names=['x'], verbose=False)
-            session = onnxruntime.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
+            session = ort_session(path, threads)
             out[f'{name} ONNX Runtime'] = ((lambda session=session, feed={'x': images[name].numpy()}: session.run(None, feed)), flop[name])
     return out
 
@@ -95,8 +100,7 @@ def onnx_runners(onnx_path, image, threads):
     runners, notes = {}, {}
     if importlib.util.find_spec('onnxruntime'):
         import onnxruntime
-        options = onnxruntime.SessionOptions(); options.intra_op_num_threads = threads
-        session = onnxruntime.InferenceSession(str(onnx_path), options, providers=['CPUExecutionProvider'])
+        session = ort_session(onnx_path, threads)
         runners['ONNX Runtime fp32'] = lambda session=session, feed={'image': image.numpy()}: session.run(None, feed)
         notes['onnxruntime'] = onnxruntime.__version__
     else: notes['onnxruntime'] = 'not installed'

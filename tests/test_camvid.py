@@ -89,10 +89,9 @@ def test_the_shipped_camvid_model_rescores_to_its_number(tmp_path):
 
 
 @needs_camvid
-def test_camvid_records_replay_on_the_cpu_kind_they_name(tmp_path):
+def test_camvid_records_replay_on_the_cpu_kind_they_name(tmp_path, replay_losses):
     "A CamVid run's first five losses replay bit-equal here when this CPU is the kind (model name + ISA flags) its record names."
-    import torch
-    from deeplab_nb.study_runner import _cpu_kind, _study_dirs, _study_trainer, load_records
+    from deeplab_nb.study_runner import _cpu_kind, _study_dirs, load_records
     records = load_records(_study_dirs('camvid')[0])
     here = sorted(rid for rid, r in records.items() if _cpu_kind(r) == _cpu_kind())
     if not here: pytest.skip(f'no CamVid record was made on this kind of CPU ({_cpu_kind()})')
@@ -100,11 +99,6 @@ def test_camvid_records_replay_on_the_cpu_kind_they_name(tmp_path):
     rid = sorted(here, key=lambda rid: 'cpu_flags_source' not in records[rid])[0]
     record = records[rid]
     config = {**record['config'], 'train': {**record['config']['train'], 'root': str(CAMVID)}}  # this clone's copy of CamVid
-    previous = torch.get_num_threads()
-    torch.set_num_threads(record['threads'])  # the recorded run's summation order
-    try:
-        trainer = _study_trainer(config, tmp_path / rid, progress=False)
-        losses = [trainer.step()['loss'] for _ in range(5)]
-    finally: torch.set_num_threads(previous)
+    losses = replay_losses(config, tmp_path / rid, record['threads'])
     # same code, data order, seed and kernels: equal to float32 rounding (1e-5 relative); another kind differs by step 4
     assert losses == pytest.approx(record['losses']['first'][:5], rel=1e-5), rid

@@ -9,13 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from scipy import stats
 
 from deeplab_nb.experiments import _ALPHA, _CLAIMS_PATH, _MARGIN, compute_claims
-from deeplab_nb.study_runner import (_cpu_kind, _RECORDS, STUDY, _inference_madds, load_records, _run_id, _study_config,
-                                     _study_trainer)
+from deeplab_nb.study_runner import (_cpu_kind, _RECORDS, STUDY, _inference_madds, load_records, _run_id, _study_config)
 from deeplab_nb.model import build_model
 from deeplab_nb.separable import count_params
 
@@ -64,7 +62,7 @@ def test_record_comes_from_the_code_here(rid, record, steps):
     assert record['steps'] == config['train']['steps'] and record['val_curve'][-1][0] == record['steps']
 
 
-def test_a_baseline_run_starts_with_its_recorded_losses(tmp_path):
+def test_a_baseline_run_starts_with_its_recorded_losses(tmp_path, replay_losses):
     records = load_records()
     # Bit equality holds on the kind of CPU that recorded the run: its model name and its ISA flags (AVX2, AVX-512,
     # AVX512_BF16, AMX), which pick the kernels and so the order of their sums. On another kind training diverges within
@@ -76,12 +74,7 @@ def test_a_baseline_run_starts_with_its_recorded_losses(tmp_path):
     here = [rid for rid in baselines if _cpu_kind(records[rid]) == _cpu_kind()]
     rid = (here or baselines)[0]
     record = records[rid]
-    previous = torch.get_num_threads()
-    torch.set_num_threads(record['threads'])  # the same kernels' summation order as the recorded run
-    try:
-        trainer = _study_trainer(record['config'], tmp_path / rid, progress=False)
-        losses = [trainer.step()['loss'] for _ in range(5)]
-    finally: torch.set_num_threads(previous)
+    losses = replay_losses(record['config'], tmp_path / rid, record['threads'])  # the recorded run's thread count
     # Same code, data order and seed: equal to float32 rounding (1e-5 relative) on the kind of CPU that recorded the run;
     # on another kind only the first step, before the updates diverge
     compared = 5 if here else 1
