@@ -242,9 +242,10 @@ def _data_parallel_loss(logits:torch.Tensor,  # this process's (N, C, h, w) clas
                        target:torch.Tensor,  # this process's (N, H, W) labels, 255 = void
                        upsample_logits:bool=True, # as in `segmentation_loss`
                        group=None,           # the processes (default: all)
+                       weight:torch.Tensor=None, # (C,) class weights, as in `segmentation_loss`
                       ) -> torch.Tensor:     # R * (this process's summed loss) / (non-void pixels of all processes)
     "This process's loss under DDP: its summed cross-entropy times R over the global count of non-void pixels, so that DDP's gradient average is the single-process gradient."
-    total, count = _loss_sum_and_count(logits, target, upsample_logits=upsample_logits)
+    total, count = _loss_sum_and_count(logits, target, upsample_logits=upsample_logits, weight=weight)
     count = count.clone(); dist.all_reduce(count, group=group)
     return total * dist.get_world_size(group) / count.clamp(min=1)
 

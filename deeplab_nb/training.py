@@ -26,7 +26,7 @@ from .inference import evaluate
 from .metrics import ConfusionMatrix
 from .atrous import check_output_stride
 from .model import build_model, get_weights, MODELS, WEIGHTS
-from .protocol import param_groups, default_weight_decay, PolyLR, segmentation_loss, train_mode
+from .protocol import param_groups, default_weight_decay, PolyLR, segmentation_loss, train_mode, label_counts, class_weights, CLASS_WEIGHTINGS
 from .engine import (_seeded_rng, train_loader, save_checkpoint, load_checkpoint, CheckpointError, _remove_stale_temporaries,
                                _get_rng_state, _set_rng_state, init_distributed, resolve_device, _convert_sync_batchnorm,
                                _data_parallel_loss, _amp_dtype)
@@ -61,6 +61,8 @@ def _check_config(config):
                              "e.g. 513, or None for the smallest such size per image")
     if config.min_scale > config.max_scale:
         raise ValueError(f"min_scale={config.min_scale} > max_scale={config.max_scale}: need min_scale <= max_scale")
+    if config.class_weighting is not None and config.class_weighting not in CLASS_WEIGHTINGS:
+        raise ValueError(f"class_weighting={config.class_weighting!r} is not one of {', '.join(CLASS_WEIGHTINGS)}, or None for the paper's unweighted loss")
     if config.amp not in _AMP: raise ValueError(f"amp={config.amp!r} is not one of {', '.join(_AMP)}")
     for name in ('upsample_logits', 'freeze_bn', 'pretrained', 'channels_last', 'cache_data'):
         value = getattr(config, name)
@@ -102,6 +104,7 @@ class TrainConfig:
     output_stride: int = 16     # training output stride: 8, 16 or 32
     upsample_logits: bool = True # loss on logits upsampled to the labels (paper); False: labels downsampled to the logits (section 4's ablation)
     freeze_bn: bool = False     # True: BN in eval mode with fixed parameters (paper's OS 8 / small-batch setting)
+    class_weighting: str = None # loss weights per class from the train labels (chapter 14): None (the paper's), 'enet' or 'median_frequency'
     bn_momentum: float = 0.01   # BN running-average momentum; None: the model's (official 3e-4 / 0.05); 0.01 for short runs: chapter 14
     pretrained: bool = False    # start the backbone from ImageNet weights (needs the weight file)
     seed: int = 0               # seeds weights, data order, augmentation and dropout
@@ -225,6 +228,8 @@ class Trainer:
             model, train_dataset, val_dataset = _build_run(cfg, model, train_dataset, val_dataset, classes, model_kwargs)
         self.train_dataset, self.val_dataset = train_dataset, val_dataset
         self.classes = list(train_dataset.classes)
+        self.class_weight = None if cfg.class_weighting is None else torch.tensor(  # from the raw train labels, once
+            class_weights(label_counts(train_dataset), cfg.class_weighting), dtype=torch.float32, device=self.device)
         palette = getattr(train_dataset, 'palette', None)
         self.palette = None if palette is None else np.asarray(palette).tolist()
         self.module = model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
@@ -268,8 +273,8 @@ def _log(self:Trainer, row:dict):
 @patch
 def loss(self:Trainer, logits:torch.Tensor, masks:torch.Tensor) -> torch.Tensor:
     "The loss this process backpropagates: `segmentation_loss` (chapter 14); under DDP, `_data_parallel_loss`."
-    if self.world_size > 1: return _data_parallel_loss(logits, masks, self.config.upsample_logits)
-    return segmentation_loss(logits, masks, upsample_logits=self.config.upsample_logits)
+    if self.world_size > 1: return _data_parallel_loss(logits, masks, self.config.upsample_logits, weight=self.class_weight)
+    return segmentation_loss(logits, masks, upsample_logits=self.config.upsample_logits, weight=self.class_weight)
 
 @patch
 def step(self:Trainer) -> dict:
