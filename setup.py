@@ -36,7 +36,7 @@ setuptools.setup(
     url=cfg['git_url'],
     packages=setuptools.find_packages(include=['deeplab_nb', 'deeplab_nb.*']),
     include_package_data=True,
-    package_data={'deeplab_nb': ['weights/*.pt']},  # the trained models the library ships (chapter 14b's registry)
+    package_data={'deeplab_nb': ['weights/*.pt', 'weights/README.md']},  # the trained models the library ships (chapter 14b's registry)
     install_requires=requirements,
     extras_require={'dev': dev_requirements, 'bench': (cfg.get('bench_requirements') or '').split()},
     dependency_links=cfg.get('dep_links', '').split(),

@@ -33,6 +33,14 @@ def test_every_file_is_its_entry():
         assert entry.licence and entry.recipe
 
 
+def test_the_licence_note_beside_the_files():
+    "deeplab_nb/weights/README.md, shipped beside the model files, names each file with its entry's licence and recipe, word for word."
+    note = (_WEIGHTS_DIR / 'README.md').read_text()
+    for name, entry in WEIGHTS.items():
+        section = note.split(f"## `{entry.file}` (name `{name}`)", 1)[1].split('\n## ', 1)[0]  # IndexError: the file is not in the note
+        assert f'- licence: {entry.licence}' in section and f'- recipe: {entry.recipe}' in section, name
+
+
 def test_camvid_is_its_study_record():
     "The CamVid entry is the study's baseline seed 0: the record's test mIOU and pixel accuracy, the record's run, its licence."
     entry = WEIGHTS['camvid']
@@ -120,6 +128,7 @@ def test_wheel_in_a_fresh_environment(tmp_path, images):
     wheel, = (tmp_path / 'dist').glob('deeplab_nb-*.whl')
     with zipfile.ZipFile(wheel) as z:
         files = {i.filename: i.file_size for i in z.infolist() if i.filename.endswith('.pt')}
+        assert 'deeplab_nb/weights/README.md' in z.namelist()  # the licence note travels with the files
     assert files == {f'deeplab_nb/weights/{e.file}': e.path.stat().st_size for e in WEIGHTS.values()} and sum(files.values()) <= BUDGET
 
     venv = tmp_path / 'venv'  # torch and the other requirements come from this interpreter's site-packages
