@@ -1,7 +1,8 @@
-/* The CPU's peak float32 rate, measured: every thread runs independent fused multiply-adds on registers only (no
-   memory traffic, no dependency stalls), so the rate is the FMA units' width x count x the clock they run at now.
-   No convolution can beat it. bench/cpu_inference.py compiles it (cc -O2 -march=native -shared -fPIC -pthread) and
-   calls fma_peak() through ctypes, in the same rounds as the models. AVX-512 where the compiler targets it, else AVX2. */
+/* The CPU's peak float32 rate, measured: a thread runs independent fused multiply-adds on registers only (no memory
+   traffic, no dependency stalls), so its rate is the FMA units' width x count x the clock of the core. No convolution
+   can beat that rate times the cores. bench/cpu_inference.py compiles it (cc -O2 -march=native -shared -fPIC -pthread)
+   and calls fma_peak() through ctypes on one thread, in the same rounds as the models. AVX-512 where the compiler
+   targets it, else AVX2. */
 #include <immintrin.h>
 #include <pthread.h>
 
