@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 
 from deeplab_nb.experiments import _ALPHA, _CLAIMS_PATH, _MARGIN, compute_claims
-from deeplab_nb.study_runner import (_cpu_kind, _RECORDS, STUDY, _inference_madds, load_records, _run_id, _study_config)
+from deeplab_nb.study_runner import (_cpu_kind, _RECORDS, STUDY, _inference_madds, load_records, _run_id, _study_config, _study_dirs)
 from deeplab_nb.model import build_model
 from deeplab_nb.separable import count_params
 
@@ -44,15 +44,20 @@ def test_ledger_statistics_are_scipys_and_holms():
             assert rejected == {c['id'] for c in tested if c['p_holm'] <= alpha}, (dataset, alpha)
 
 
-# The study's records, and those of the failed convergence check at N = 8,000 (kept, with their step counts)
-RECORDED = [(rid, record, None) for rid, record in sorted(load_records().items())] + \
-           [(rid, record, record['config']['train']['steps']) for rid, record in sorted(load_records(_RECORDS / 'n8000').items())]
+# The study's records, and those of the failed convergence checks at N = 8,000 (kept, with their step counts), on the
+# bundled data and on CamVid (chapter 17: its first four runs, before N was doubled)
+_CAMVID = _study_dirs('camvid')[0]
+RECORDED = [(rid, record, None, 'synthetic') for rid, record in sorted(load_records().items())] + \
+           [(rid, record, record['config']['train']['steps'], 'synthetic') for rid, record in sorted(load_records(_RECORDS / 'n8000').items())] + \
+           [(rid, record, None, 'camvid') for rid, record in sorted(load_records(_CAMVID).items())] + \
+           [(rid, record, record['config']['train']['steps'], 'camvid') for rid, record in sorted(load_records(_CAMVID / 'n8000').items())]
 
 
-@pytest.mark.parametrize('rid,record,steps', RECORDED or [pytest.param(None, None, None, marks=pytest.mark.skip('no records yet'))])
-def test_record_comes_from_the_code_here(rid, record, steps):
+@pytest.mark.parametrize('rid,record,steps,dataset', RECORDED or [pytest.param(None, None, None, None, marks=pytest.mark.skip('no records yet'))])
+def test_record_comes_from_the_code_here(rid, record, steps, dataset):
     name, seed = record['config']['name'], record['seed']
-    expected = _study_config(name, seed) if steps is None else _study_config(name, seed, steps=steps)
+    overrides = ({} if steps is None else dict(steps=steps)) | ({} if dataset == 'synthetic' else dict(root=record['config']['train']['root']))
+    expected = _study_config(name, seed, dataset, **overrides)  # CamVid's folder is the machine's: taken from the record
     assert rid == _run_id(name, seed) and record['config'] == expected
     config = record['config']
     model = build_model(config['model'], len(record['classes']), output_stride=config['train']['output_stride'], **config['model_kwargs'])
