@@ -44,13 +44,13 @@ def test_the_licence_note_beside_the_files():
 def test_camvid_is_its_study_record():
     "The CamVid entry is the study's baseline seed 0: the record's test mIOU and pixel accuracy, the record's run, its licence."
     entry = WEIGHTS['camvid']
-    record = json.loads((ROOT / 'data' / 'results' / 'camvid' / 'n8000' / 'baseline-seed0.json').read_text())  # the first look's run
+    record = json.loads((ROOT / 'data' / 'results' / 'camvid' / 'baseline-seed0.json').read_text())  # the study's run at N = 16,000
     assert (entry.metrics['miou'], entry.metrics['split'], record['config']['eval_split']) == (record['miou'], 'test', 'test')
     confusion = torch.tensor(record['confusion'])
     assert abs(entry.metrics['pixel_accuracy'] - (confusion.diag().sum() / confusion.sum()).item()) < 1e-6  # float32 division
     recorded = {k: v for k, v in record['config']['train'].items() if k != 'root'}  # the dataset's folder differs between machines
     assert {k: entry.config()[k] for k in recorded} == recorded  # the file is the recorded run's
-    assert entry.config()['steps'] == record['steps'] == 8000 and 'research' in entry.licence and 'CamVid' in entry.licence
+    assert entry.config()['steps'] == record['steps'] == 16000 and 'research' in entry.licence and 'CamVid' in entry.licence
 
 
 def test_bundled_is_the_default_run():
