@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['TrainConfig', 'paper_voc_config', 'Trainer', 'background_miou', 'load_trained_model', 'read_log', 'smooth',
-           'plot_curves', 'train', 'export_model', 'Weights', 'register_weights']
+           'plot_curves', 'train', 'export_model', 'Weights', 'register_weights', 'weights_note']
 
 # %% ../nbs/14b_training.ipynb #76acdb10
 import hashlib, json, math, os, time
@@ -659,3 +659,13 @@ register_weights(
            'data/results/camvid/baseline-seed0.json in the repository',
     licence='research and personal use only (CC BY-NC 4.0): trained on CamVid (Brostow, Fauqueur and Cipolla 2009), '
             'whose licence these weights inherit')
+
+# %% ../nbs/14b_training.ipynb #a128eff6
+def weights_note(weights:dict=None) -> str:
+    "The licence note shipped beside the model files (deeplab_nb/weights/README.md): each shipped entry's file, licence, recipe."
+    shipped = [w for w in (WEIGHTS if weights is None else weights).values() if Path(w.file).name == w.file]  # files in the package
+    head = ("# The trained models shipped with deeplab_nb, and what they may be used for\n\n"
+            "Each file here is registered by name in chapter 14b's weights registry (`deeplab_nb.model.WEIGHTS`), which holds its\n"
+            "SHA-256, its scores and its recipe; `tests/test_weights.py` checks that this note names every file with its licence.\n")
+    return head + ''.join(f"\n## `{w.file}` (name `{w.name}`)\n\n- model: `{w.model}`, trained on `{w.dataset}`\n"
+                          f"- licence: {w.licence}\n- recipe: {w.recipe}\n" for w in shipped)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 from deeplab_nb.model import build_model, WEIGHTS
-from deeplab_nb.training import load_trained_model, _WEIGHTS_DIR, _file_sha256
+from deeplab_nb.training import load_trained_model, weights_note, _WEIGHTS_DIR, _file_sha256
 from deeplab_nb.data import build_dataset
 from deeplab_nb.transforms import unpad
 from deeplab_nb.inference import predict
@@ -34,8 +34,9 @@ def test_every_file_is_its_entry():
 
 
 def test_the_licence_note_beside_the_files():
-    "deeplab_nb/weights/README.md, shipped beside the model files, names each file with its entry's licence and recipe, word for word."
+    "deeplab_nb/weights/README.md, shipped beside the model files, is the registry's note (`weights_note`): each file, its licence and recipe."
     note = (_WEIGHTS_DIR / 'README.md').read_text()
+    assert note == weights_note()
     for name, entry in WEIGHTS.items():
         section = note.split(f"## `{entry.file}` (name `{name}`)", 1)[1].split('\n## ', 1)[0]  # IndexError: the file is not in the note
         assert f'- licence: {entry.licence}' in section and f'- recipe: {entry.recipe}' in section, name
