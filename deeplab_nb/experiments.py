@@ -411,11 +411,10 @@ def study_cli(names:str=None,  # comma-separated configurations (default: all of
 
 # %% ../nbs/16_experiments.ipynb #48768962
 def confusion_scores(confusion) -> dict:
-    "mIOU, global pixel accuracy and class-average accuracy (%) of a (C, C) confusion matrix (rows: labels); classes with no label pixel are left out."
+    "mIOU, global pixel accuracy and class-average accuracy (%) of a (C, C) confusion matrix (rows: labels), as chapter 12's `ConfusionMatrix` computes them."
     matrix = ConfusionMatrix(len(confusion)); matrix.matrix = torch.as_tensor(confusion, dtype=torch.long)
-    per_class = matrix.matrix.diag().double() / matrix.matrix.sum(1).double()
     return dict(miou=100 * matrix.miou(), global_accuracy=100 * matrix.pixel_accuracy(),
-                class_accuracy=100 * per_class[~per_class.isnan()].mean().item())
+                class_accuracy=100 * matrix.class_accuracy())
 
 def config_summary(records:dict, name:str, evaluation:str=None) -> dict:
     "Configuration `name` over its runs in `records`: seeds, mean mIOU (%) and its 95% t interval, mean per-class IOU, val rise; None without runs."

@@ -115,6 +115,12 @@ def pixel_accuracy(self:ConfusionMatrix) -> float:
     "Fraction of the non-void pixels predicted correctly."
     return (self.matrix.diagonal().sum() / self.matrix.sum()).item() if self.matrix.sum() > 0 else float('nan')
 
+@patch
+def class_accuracy(self:ConfusionMatrix) -> float:
+    "Mean over the labelled classes of the fraction of each class's pixels predicted correctly (classes never labelled are left out)."
+    per_class = self.matrix.diagonal().double() / self.matrix.sum(1).double()  # 0/0 -> NaN for a class never labelled
+    return per_class[~per_class.isnan()].mean().item()
+
 # %% ../nbs/12_metrics.ipynb #5ef650b5
 @patch
 def __add__(self:ConfusionMatrix, other:ConfusionMatrix) -> ConfusionMatrix:
